@@ -1,0 +1,1 @@
+"""The event log: event types, the Postgres event store, schema migrations."""

@@ -1,0 +1,218 @@
+"""The Postgres event store: append with optimistic concurrency, read a stream, read everything.
+
+Appends from many actors are committed together (group commit): a few flusher tasks each take
+whatever is waiting, write it in one transaction with the read-model updates, and answer every
+waiter only after COMMIT. UNIQUE(stream, version) in the database is the last word on conflicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Sequence
+
+import asyncpg
+import msgspec
+from opentelemetry import trace
+
+from events.types import Event, decode_event, encode_event
+
+tracer = trace.get_tracer("threadline.events")
+
+
+class VersionConflict(Exception):
+    """Another writer appended to the stream first: reload, decide again."""
+
+    def __init__(self, stream: str, expected_version: int):
+        super().__init__(f"stream {stream} is past version {expected_version}")
+        self.stream = stream
+        self.expected_version = expected_version
+
+
+class EventMetadata(msgspec.Struct, frozen=True, omit_defaults=True):
+    request_id: str | None = None
+    project: str | None = None
+    api_key_id: str | None = None
+    trace_id: str | None = None
+    causation: str | None = None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    position: int
+    stream: str
+    version: int
+    type: str
+    event: Event
+    metadata: EventMetadata
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    stream: str
+    expected_version: int
+    events: Sequence[Event]
+    metadata: EventMetadata = EventMetadata()
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """Where a catch-up reader stands: the last (transaction id, position) it has seen."""
+    xid: int = 0
+    position: int = 0
+
+
+# Called inside the append transaction with every event just written: the read models.
+OnAppend = Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]
+
+_metadata_encoder = msgspec.json.Encoder()
+_metadata_decoder = msgspec.json.Decoder(EventMetadata)
+_COLUMNS = "position, stream, version, type, data::text, metadata::text, recorded_at"
+
+
+def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0], stream=row[1], version=row[2], type=row[3],
+        event=decode_event(row[3], row[4]), metadata=_metadata_decoder.decode(row[5]),
+        recorded_at=row[6],
+    )
+
+
+async def write_appends(
+    conn: asyncpg.Connection, appends: Sequence[Append], on_append: OnAppend | None
+) -> list[list[RecordedEvent]]:
+    """Write the appends in the caller's transaction, then the read models. One round trip each."""
+    streams, versions, types, data, metas = [], [], [], [], []
+    for a in appends:
+        meta = _metadata_encoder.encode(a.metadata).decode()
+        for i, ev in enumerate(a.events, start=a.expected_version + 1):
+            streams.append(a.stream)
+            versions.append(i)
+            types.append(type(ev).__name__)
+            data.append(encode_event(ev))
+            metas.append(meta)
+    with tracer.start_as_current_span("events.append") as span:
+        span.set_attribute("events.count", len(streams))
+        rows = await conn.fetch(
+            "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::jsonb[], $5::jsonb[])",
+            streams, versions, types, data, metas,
+        )
+    out: list[list[RecordedEvent]] = []
+    flat: list[RecordedEvent] = []
+    k = 0
+    for a in appends:
+        recorded = []
+        for i, ev in enumerate(a.events, start=a.expected_version + 1):
+            r = RecordedEvent(rows[k][0], a.stream, i, type(ev).__name__, ev, a.metadata, rows[k][1])
+            recorded.append(r)
+            k += 1
+        out.append(recorded)
+        flat.extend(recorded)
+    if on_append is not None:
+        await on_append(conn, flat)
+    return out
+
+
+@dataclass(slots=True)
+class _Waiting:
+    append: Append
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class EventStore:
+    def __init__(self, pool: asyncpg.Pool, on_append: OnAppend | None = None, *,
+                 flushers: int = 2, max_batch: int = 256):
+        self.pool = pool
+        self.on_append = on_append
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._wakeup = asyncio.Event()
+        self._flushers = [asyncio.create_task(self._flush_loop()) for _ in range(flushers)]
+
+    async def close(self) -> None:
+        for t in self._flushers:
+            t.cancel()
+        await asyncio.gather(*self._flushers, return_exceptions=True)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[Event],
+                     metadata: EventMetadata = EventMetadata()) -> list[RecordedEvent]:
+        """Append after `expected_version`; returns once committed. Raises VersionConflict."""
+        waiting = _Waiting(Append(stream, expected_version, events, metadata))
+        self._waiting.append(waiting)
+        self._wakeup.set()
+        # The commit goes on even if our caller gives up: an append is never half done.
+        return await asyncio.shield(waiting.future)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            if not self._waiting:
+                self._wakeup.clear()
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                results = await write_appends(conn, [w.append for w in batch], self.on_append)
+        except asyncpg.UniqueViolationError:
+            if len(batch) == 1:
+                a = batch[0].append
+                _settle(batch[0].future, exc=VersionConflict(a.stream, a.expected_version))
+            else:
+                # Someone in the batch lost a race; commit each alone so only the loser fails.
+                await asyncio.gather(*(self._commit([w]) for w in batch))
+            return
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear how it ended
+            for w in batch:
+                _settle(w.future, exc=exc if isinstance(exc, Exception) else ConnectionError("store stopped"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for w, r in zip(batch, results):
+            _settle(w.future, result=r)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def read_stream(self, stream: str, after_version: int = 0,
+                          limit: int = 1_000_000) -> list[RecordedEvent]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM read_stream($1, $2, $3)", stream, after_version, limit)
+        return [_row_to_event(r) for r in rows]
+
+    async def read_all(self, after: Checkpoint, limit: int = 1000) -> tuple[list[RecordedEvent], Checkpoint]:
+        """Events committed after the checkpoint, never skipping a late committer."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS}, xid::text::bigint FROM read_all($1::text::xid8, $2, $3)",
+            str(after.xid), after.position, limit)
+        if not rows:
+            return [], after
+        return [_row_to_event(r) for r in rows], Checkpoint(rows[-1][7], rows[-1][0])
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    async def load_snapshot(self, stream: str, schema: int) -> tuple[int, bytes] | None:
+        row = await self.pool.fetchrow(
+            "SELECT version, state::text FROM snapshots WHERE stream = $1 AND schema = $2", stream, schema)
+        return (row[0], row[1].encode()) if row else None
+
+    async def save_snapshot(self, stream: str, version: int, schema: int, state: bytes) -> None:
+        await self.pool.execute(
+            """INSERT INTO snapshots (stream, version, schema, state) VALUES ($1, $2, $3, $4::jsonb)
+               ON CONFLICT (stream) DO UPDATE SET version = excluded.version, schema = excluded.schema,
+                   state = excluded.state, taken_at = now()
+               WHERE snapshots.version < excluded.version""",
+            stream, version, schema, state.decode())
+
+
+def _settle(fut: asyncio.Future, *, result: Any = None, exc: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

@@ -1,0 +1,1 @@
+"""Read models: the projector that writes them and the queries the API reads."""

@@ -1,0 +1,1 @@
+"""Threadline service: HTTP API, actors, domain logic, auth, config and CLI."""

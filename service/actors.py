@@ -1,0 +1,191 @@
+"""The shell around the pure domain: thread actors, their registry, and one-shot entity commands.
+
+A ThreadActor owns one thread within this process. Commands wait in its mailbox and are handled
+one at a time, in arrival order: decide on the current state, append the events, fold them in,
+answer. Another process may write the same thread; the store's version check then refuses one of
+the two appends, and the loser catches up from the log and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any, Callable
+
+import msgspec
+import structlog
+
+from events.store import EventMetadata, EventStore, RecordedEvent, VersionConflict
+from events.types import Event
+from projections import queries
+from service.domain import thread as thread_domain
+from service.domain.errors import DomainError
+
+log = structlog.get_logger("threadline.actors")
+
+MAX_ATTEMPTS = 8
+SNAPSHOT_EVERY = 500
+
+
+class TooMuchContention(DomainError):
+    status = 409
+
+    def __init__(self, stream: str):
+        super().__init__(f"The object {stream.split('-', 1)[1]} is being changed by another request; try again.")
+
+
+class ThreadActor:
+    def __init__(self, thread_id: str, registry: "ActorRegistry"):
+        self.thread_id = thread_id
+        self.stream = f"thread-{thread_id}"
+        self.registry = registry
+        self.state: thread_domain.ThreadState | None = None
+        self.mailbox: asyncio.Queue = asyncio.Queue()
+        self.busy = False
+        self.task = asyncio.create_task(self._run(), name=f"actor:{thread_id}")
+
+    async def _run(self) -> None:
+        idle = self.registry.idle_timeout
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    cmd, meta, fut = await self.mailbox.get()
+            except TimeoutError:
+                if self.mailbox.empty():   # no await between this check and leaving the registry
+                    self.registry._forget(self)
+                    return
+                continue
+            if fut.done():                 # the caller gave up before we started: nothing to undo
+                continue
+            self.busy = True
+            try:
+                fut.set_result(await self._handle(cmd, meta))
+            except Exception as exc:       # noqa: BLE001 - the caller decides what it means
+                if not fut.done():
+                    fut.set_exception(exc)
+            finally:
+                self.busy = False
+
+    async def _handle(self, cmd: Any, meta: EventMetadata) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
+        store = self.registry.store
+        for _ in range(MAX_ATTEMPTS):
+            if self.state is None:
+                self.state = await load_thread(store, self.thread_id)
+            prepared = await self._resolve(cmd)
+            events = thread_domain.decide(self.state, prepared)
+            if not events:
+                return self.state, []
+            try:
+                recorded = await store.append(self.stream, self.state.version, events, meta)
+            except VersionConflict:
+                await self._catch_up()
+                continue
+            except BaseException:
+                self.state = None          # unknown whether it committed: reload from the log
+                raise
+            before = self.state.version
+            for r in recorded:
+                self.state = thread_domain.evolve(self.state, r.event)
+            if self.state.version // SNAPSHOT_EVERY > before // SNAPSHOT_EVERY:
+                await self._snapshot()
+            return self.state, recorded
+        raise TooMuchContention(self.stream)
+
+    async def _resolve(self, cmd: Any) -> Any:
+        """Fill in facts about single messages from the read model (current: we are its writer)."""
+        if isinstance(cmd, (thread_domain.UpdateMessage, thread_domain.DeleteMessage)):
+            found = await queries.get_message(self.registry.db, cmd.project, self.thread_id, cmd.message_id)
+            return msgspec.structs.replace(cmd, message_exists=found is not None)
+        return cmd
+
+    async def _catch_up(self) -> None:
+        for r in await self.registry.store.read_stream(self.stream, self.state.version):
+            self.state = thread_domain.evolve(self.state, r.event)
+
+    async def _snapshot(self) -> None:
+        try:
+            await self.registry.store.save_snapshot(
+                self.stream, self.state.version, thread_domain.SNAPSHOT_SCHEMA, msgspec.json.encode(self.state))
+        except Exception:  # noqa: BLE001 - a snapshot is only a cache
+            log.warning("snapshot_failed", stream=self.stream, exc_info=True)
+
+
+async def load_thread(store: EventStore, thread_id: str) -> thread_domain.ThreadState:
+    """Latest snapshot plus the events after it: activation never replays a long thread."""
+    stream = f"thread-{thread_id}"
+    snap = await store.load_snapshot(stream, thread_domain.SNAPSHOT_SCHEMA)
+    if snap is not None:
+        state = msgspec.json.decode(snap[1], type=thread_domain.ThreadState)
+    else:
+        state = thread_domain.ThreadState(thread_id=thread_id)
+    for r in await store.read_stream(stream, state.version):
+        state = thread_domain.evolve(state, r.event)
+    return state
+
+
+class ActorRegistry:
+    """Activates thread actors on demand; passivates idle ones and keeps their number bounded."""
+
+    def __init__(self, store: EventStore, db, *, idle_timeout: float = 300.0, max_actors: int = 10_000):
+        self.store = store
+        self.db = db
+        self.idle_timeout = idle_timeout
+        self.max_actors = max_actors
+        self._actors: OrderedDict[str, ThreadActor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def _activate(self, thread_id: str) -> ThreadActor:
+        actor = self._actors.get(thread_id)
+        if actor is not None:
+            self._actors.move_to_end(thread_id)
+            return actor
+        actor = self._actors[thread_id] = ThreadActor(thread_id, self)
+        if len(self._actors) > self.max_actors:
+            self._evict_idle()
+        return actor
+
+    def _evict_idle(self) -> None:
+        for tid, actor in self._actors.items():   # least recently used first
+            if not actor.busy and actor.mailbox.empty():
+                del self._actors[tid]
+                actor.task.cancel()
+                return
+
+    def _forget(self, actor: ThreadActor) -> None:
+        if self._actors.get(actor.thread_id) is actor:
+            del self._actors[actor.thread_id]
+
+    async def ask(self, thread_id: str, cmd: Any, meta: EventMetadata = EventMetadata()
+                  ) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
+        fut = asyncio.get_running_loop().create_future()
+        self._activate(thread_id).mailbox.put_nowait((cmd, meta, fut))
+        return await fut
+
+    async def close(self) -> None:
+        actors = list(self._actors.values())
+        self._actors.clear()
+        for a in actors:
+            a.task.cancel()
+        await asyncio.gather(*(a.task for a in actors), return_exceptions=True)
+
+
+async def execute(store: EventStore, stream: str, initial: Any, decide: Callable, evolve: Callable,
+                  cmd: Any, meta: EventMetadata = EventMetadata()) -> tuple[Any, list[RecordedEvent]]:
+    """Load, decide, append for a short stream with no actor (agents, files); retry on conflict."""
+    for _ in range(MAX_ATTEMPTS):
+        state = initial
+        for r in await store.read_stream(stream):
+            state = evolve(state, r.event)
+        events: list[Event] = decide(state, cmd)
+        if not events:
+            return state, []
+        try:
+            recorded = await store.append(stream, state.version, events, meta)
+        except VersionConflict:
+            continue
+        for r in recorded:
+            state = evolve(state, r.event)
+        return state, recorded
+    raise TooMuchContention(stream)

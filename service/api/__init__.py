@@ -1,0 +1,1 @@
+"""The HTTP API: request types, handlers, the route table, OpenAPI generation."""

@@ -1,0 +1,79 @@
+"""Assistants (Azure: agents): create, list, get, update, delete."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from events.types import AgentCreated, AgentUpdated
+from projections import queries
+from projections.objects import DeletionStatus, assistant_from
+from service.actors import execute
+from service.api.errors import not_found
+from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.requests import (
+    CreateAssistantRequest, UpdateAssistantRequest, check_response_format, check_tools,
+)
+from service.domain import agent
+from service.ids import new_id, now
+
+
+def _stream(agent_id: str) -> str:
+    return f"agent-{agent_id}"
+
+
+async def create_assistant(request: web.Request, body: CreateAssistantRequest) -> web.Response:
+    ctx = ctx_of(request)
+    check_tools(body.tools)
+    check_response_format(body.response_format)
+    agent_id = new_id("asst_")
+    created = AgentCreated(
+        agent_id=agent_id, project=ctx.project, created_at=now(), model=body.model, name=body.name,
+        description=body.description, instructions=body.instructions, tools=body.tools,
+        tool_resources=body.tool_resources or {}, metadata=body.metadata or {},
+        temperature=body.temperature, top_p=body.top_p, response_format=body.response_format)
+    tl = request.app["tl"]
+    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
+                  agent.CreateAgent(created), ctx.meta("create_assistant"))
+    return json_ok(assistant_from(created))
+
+
+async def list_assistants(request: web.Request) -> web.Response:
+    page = await queries.list_agents(request.app["tl"].db, ctx_of(request).project, page_request(request))
+    return raw_ok(page.to_json())
+
+
+async def get_assistant(request: web.Request) -> web.Response:
+    agent_id = request.match_info["assistant_id"]
+    data = await queries.get_agent(request.app["tl"].db, ctx_of(request).project, agent_id)
+    if data is None:
+        raise not_found("assistant", agent_id)
+    return raw_ok(data)
+
+
+async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -> web.Response:
+    ctx = ctx_of(request)
+    agent_id = request.match_info["assistant_id"]
+    if body.tools is not msgspec.UNSET:
+        check_tools(body.tools)
+    if body.response_format is not msgspec.UNSET:
+        check_response_format(body.response_format)
+    fields = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET}
+    if fields.get("metadata", msgspec.UNSET) is None:
+        fields["metadata"] = {}
+    if fields.get("tool_resources", msgspec.UNSET) is None:
+        fields["tool_resources"] = {}
+    tl = request.app["tl"]
+    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
+                  agent.UpdateAgent(ctx.project, AgentUpdated(agent_id=agent_id, **fields)),
+                  ctx.meta("update_assistant"))
+    return await get_assistant(request)
+
+
+async def delete_assistant(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    agent_id = request.match_info["assistant_id"]
+    tl = request.app["tl"]
+    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
+                  agent.DeleteAgent(ctx.project), ctx.meta("delete_assistant"))
+    return json_ok(DeletionStatus(id=agent_id, object="assistant.deleted"))

@@ -1,0 +1,123 @@
+"""Files: multipart upload, list, get, delete, content download.
+
+Bytes stream from the request into Postgres in 1 MiB chunks and back out the same way, inside one
+transaction with the FileUploaded event: a failed or oversized upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+from aiohttp import web
+
+from events.store import Append, write_appends
+from events.types import FileUploaded
+from projections import queries
+from projections.objects import DeletionStatus, File, file_from
+from service.actors import execute
+from service.api.errors import ApiError, not_found
+from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.domain import file as file_domain
+from service.ids import new_id, now
+
+CHUNK_BYTES = 1 << 20
+PURPOSES = ("assistants", "assistants_output", "vision", "batch", "fine-tune", "user_data", "evals")
+
+
+def _stream(file_id: str) -> str:
+    return f"file-{file_id}"
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    tl = request.app["tl"]
+    if request.content_type != "multipart/form-data":
+        raise ApiError(415, "Files are uploaded as multipart/form-data with the parts 'purpose' and 'file'.")
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError):
+        raise ApiError(400, "The multipart body could not be read.") from None
+    file_id = new_id("file-")
+    purpose = filename = None
+    size = 0
+    sha = hashlib.sha256()
+    async with tl.db.acquire() as conn, conn.transaction():
+        while (part := await reader.next()) is not None:
+            if part.name == "purpose":
+                purpose = (await part.read_chunk(256)).decode("utf-8", "replace").strip()
+                await part.release()
+            elif part.name == "file" and filename is None:
+                filename = (part.filename or "upload")[:512]
+                seq, buffer = 0, bytearray()
+                while chunk := await part.read_chunk(256 * 1024):
+                    size += len(chunk)
+                    if size > tl.config.max_file_bytes:
+                        raise ApiError(413, f"File is larger than the limit of {tl.config.max_file_bytes} bytes.",
+                                       param="file")
+                    sha.update(chunk)
+                    buffer += chunk
+                    if len(buffer) >= CHUNK_BYTES:
+                        await _write_chunk(conn, file_id, seq, buffer)
+                        seq, buffer = seq + 1, bytearray()
+                if buffer or seq == 0:
+                    await _write_chunk(conn, file_id, seq, buffer)
+            else:
+                raise ApiError(400, f"Unrecognized multipart field '{str(part.name)[:64]}'; expected 'purpose' and 'file'.",
+                               param=str(part.name)[:64])
+        if filename is None:
+            raise ApiError(400, "Missing required parameter: 'file'.", param="file")
+        if purpose is None:
+            raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
+        if purpose not in PURPOSES:
+            raise ApiError(400, f"Invalid value for 'purpose': '{purpose[:64]}' is not one of {', '.join(PURPOSES)}.",
+                           param="purpose")
+        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=now(), filename=filename,
+                                purpose=purpose, bytes=size, sha256=sha.hexdigest())
+        events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
+        await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.on_append)
+    return json_ok(file_from(uploaded))
+
+
+async def _write_chunk(conn, file_id: str, seq: int, data: bytearray) -> None:
+    await conn.execute("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", file_id, seq, bytes(data))
+
+
+async def list_files(request: web.Request) -> web.Response:
+    purpose = request.query.get("purpose") or None
+    page = await queries.list_files(request.app["tl"].db, ctx_of(request).project, page_request(request), purpose)
+    return raw_ok(page.to_json())
+
+
+async def get_file(request: web.Request) -> web.Response:
+    file_id = request.match_info["file_id"]
+    data = await queries.get_file(request.app["tl"].db, ctx_of(request).project, file_id)
+    if data is None:
+        raise not_found("file", file_id)
+    return raw_ok(data)
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    file_id = request.match_info["file_id"]
+    db = request.app["tl"].db
+    data = await queries.get_file(db, ctx_of(request).project, file_id)
+    if data is None:
+        raise not_found("file", file_id)
+    meta = msgspec.json.decode(data, type=File)
+    safe_name = meta.filename.replace('"', "").replace("\\", "").encode("ascii", "replace").decode()
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/octet-stream", "Content-Length": str(meta.bytes),
+        "Content-Disposition": f'attachment; filename="{safe_name}"'})
+    await response.prepare(request)
+    async for chunk in queries.file_chunks(db, file_id):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    file_id = request.match_info["file_id"]
+    await execute(request.app["tl"].store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
+                  file_domain.evolve, file_domain.DeleteFile(ctx.project), ctx.meta("delete_file"))
+    return json_ok(DeletionStatus(id=file_id, object="file"))

@@ -1,0 +1,88 @@
+"""What every handler shares: the request context, body decoding, list parameters, responses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from events.store import EventMetadata
+from projections.queries import PageRequest
+from service.api.errors import ApiError, from_validation
+
+T = TypeVar("T")
+_CURSOR = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_JSON_TYPES = ("application/json", "text/plain", "application/octet-stream", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    project: str
+    key_id: str
+    request_id: str
+    trace_id: str | None
+
+    def meta(self, causation: str) -> EventMetadata:
+        return EventMetadata(request_id=self.request_id, project=self.project, api_key_id=self.key_id,
+                             trace_id=self.trace_id, causation=causation)
+
+
+def ctx_of(request: web.Request) -> Ctx:
+    return request["ctx"]
+
+
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+async def read_body(request: web.Request, type_: type[T]) -> T:
+    """Decode and validate a JSON body; an empty body is an empty object."""
+    ctype = request.content_type if request.headers.get("Content-Type") else ""
+    if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+        raise ApiError(415, f"Unsupported content type '{ctype}': send a JSON body (application/json).")
+    raw = await request.read()
+    if not raw.strip():
+        raw = b"{}"
+    decoder = _decoders.get(type_) or _decoders.setdefault(type_, msgspec.json.Decoder(type_))
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise from_validation(exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "We could not parse the JSON body of your request. The API expects a JSON "
+                            "payload, but what was sent was not valid JSON.") from None
+
+
+def page_request(request: web.Request) -> PageRequest:
+    q = request.query
+    raw_limit = q.get("limit", "20")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ApiError(400, f"Invalid 'limit': expected an integer, got '{raw_limit[:40]}'.", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise ApiError(400, f"Invalid 'limit': {limit} is not between 1 and 100.", param="limit")
+    order = q.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"Invalid 'order': expected 'asc' or 'desc', got '{order[:40]}'.", param="order")
+    cursors = {}
+    for name in ("after", "before"):
+        value = q.get(name) or None
+        if value is not None and not _CURSOR.match(value):
+            raise ApiError(400, f"Invalid '{name}': expected an object id.", param=name)
+        cursors[name] = value
+    return PageRequest(limit=limit, order=order, **cursors)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_ok(obj: Any) -> web.Response:
+    return web.Response(body=_encoder.encode(obj), content_type="application/json")
+
+
+def raw_ok(data: str | bytes) -> web.Response:
+    """An object already stored as JSON text in a read model."""
+    return web.Response(body=data.encode() if isinstance(data, str) else data, content_type="application/json")

@@ -1,0 +1,100 @@
+"""Messages of a thread: create, list (optionally by run), get, update, delete."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from events.types import (
+    ContentPart, ImageFilePart, ImageUrlPart, MessageCreated, TextPart, TextValue,
+)
+from projections import queries
+from projections.objects import DeletionStatus, message_from
+from service.api.errors import ApiError, not_found
+from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.requests import (
+    CreateMessageRequest, InputImageFile, InputImageUrl, InputText, UpdateMessageRequest,
+)
+from service.domain import thread
+from service.ids import new_id, now
+
+
+def _content(content: str | list) -> list[ContentPart]:
+    if isinstance(content, str):
+        return [TextPart(TextValue(content))]
+    parts: list[ContentPart] = []
+    for part in content:
+        match part:
+            case InputText(text=text):
+                parts.append(TextPart(TextValue(text)))
+            case InputImageUrl(image_url=image_url):
+                parts.append(ImageUrlPart(image_url))
+            case InputImageFile(image_file=image_file):
+                parts.append(ImageFilePart(image_file))
+    return parts
+
+
+async def new_message(request: web.Request, thread_id: str, body: CreateMessageRequest,
+                      param: str = "") -> MessageCreated:
+    """A MessageCreated for the thread, once every file it names is known to this project."""
+    content = _content(body.content)
+    attachments = body.attachments or []
+    wanted = [p.image_file.file_id for p in content if isinstance(p, ImageFilePart)]
+    wanted += [a.file_id for a in attachments]
+    if wanted:
+        found = await queries.files_exist(request.app["tl"].db, ctx_of(request).project, wanted)
+        for file_id in wanted:
+            if file_id not in found:
+                raise ApiError(400, f"No file found with id '{file_id}'.", param=param or None)
+    return MessageCreated(message_id=new_id("msg_"), thread_id=thread_id, created_at=now(), role=body.role,
+                          content=content, attachments=attachments, metadata=body.metadata or {})
+
+
+async def create_message(request: web.Request, body: CreateMessageRequest) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id = request.match_info["thread_id"]
+    message = await new_message(request, thread_id, body)
+    await request.app["tl"].actors.ask(thread_id, thread.AddMessage(ctx.project, message),
+                                       ctx.meta("create_message"))
+    return json_ok(message_from(message))
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id = request.match_info["thread_id"]
+    page = page_request(request)
+    db = request.app["tl"].db
+    if not await queries.thread_exists(db, ctx.project, thread_id):
+        raise not_found("thread", thread_id)
+    result = await queries.list_messages(db, ctx.project, thread_id, page, request.query.get("run_id") or None)
+    return raw_ok(result.to_json())
+
+
+async def get_message(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
+    db = request.app["tl"].db
+    data = await queries.get_message(db, ctx.project, thread_id, message_id)
+    if data is None:
+        if not await queries.thread_exists(db, ctx.project, thread_id):
+            raise not_found("thread", thread_id)
+        raise not_found("message", message_id)
+    return raw_ok(data)
+
+
+async def update_message(request: web.Request, body: UpdateMessageRequest) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
+    if body.metadata is None:   # nothing to change
+        return await get_message(request)
+    await request.app["tl"].actors.ask(
+        thread_id, thread.UpdateMessage(ctx.project, message_id, body.metadata, message_exists=False),
+        ctx.meta("update_message"))
+    return await get_message(request)
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
+    await request.app["tl"].actors.ask(
+        thread_id, thread.DeleteMessage(ctx.project, message_id, message_exists=False), ctx.meta("delete_message"))
+    return json_ok(DeletionStatus(id=message_id, object="thread.message.deleted"))

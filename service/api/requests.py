@@ -1,0 +1,134 @@
+"""Request bodies, with the limits of the wire contract (§6.4) written as types.
+
+The same types validate requests and generate /openapi.json, so the two cannot disagree.
+Unknown fields are refused, as OpenAI refuses them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from events.types import Attachment, ImageFile, ImageUrl
+from service.api.errors import ApiError
+
+MetadataKey = Annotated[str, Meta(max_length=64)]
+MetadataValue = Annotated[str, Meta(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(
+    max_length=16, description="Up to 16 key-value pairs; keys ≤64 chars, values ≤512 chars.")]
+Name = Annotated[str, Meta(max_length=256)]
+Description = Annotated[str, Meta(max_length=512)]
+Instructions = Annotated[str, Meta(max_length=256_000)]
+Model = Annotated[str, Meta(min_length=1, max_length=256)]
+Tool = Annotated[dict[str, Any], Meta(description="A tool definition: function, code_interpreter, file_search, …")]
+Tools = Annotated[list[Tool], Meta(max_length=128)]
+ToolResources = dict[str, Any]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+TopP = Annotated[float, Meta(ge=0, le=1)]
+ResponseFormat = str | dict[str, Any]
+Text = Annotated[str, Meta(max_length=256_000)]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CreateAssistantRequest(Body):
+    model: Model
+    name: Name | None = None
+    description: Description | None = None
+    instructions: Instructions | None = None
+    tools: Tools = []
+    tool_resources: ToolResources | None = None
+    metadata: Metadata | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    response_format: ResponseFormat | None = None
+
+
+class UpdateAssistantRequest(Body):
+    model: Model | UnsetType = UNSET
+    name: Name | None | UnsetType = UNSET
+    description: Description | None | UnsetType = UNSET
+    instructions: Instructions | None | UnsetType = UNSET
+    tools: Tools | UnsetType = UNSET
+    tool_resources: ToolResources | None | UnsetType = UNSET
+    metadata: Metadata | None | UnsetType = UNSET
+    temperature: Temperature | None | UnsetType = UNSET
+    top_p: TopP | None | UnsetType = UNSET
+    response_format: ResponseFormat | None | UnsetType = UNSET
+
+
+class InputText(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    text: Text
+
+
+class InputImageUrl(msgspec.Struct, tag="image_url", tag_field="type", forbid_unknown_fields=True):
+    image_url: ImageUrl
+
+
+class InputImageFile(msgspec.Struct, tag="image_file", tag_field="type", forbid_unknown_fields=True):
+    image_file: ImageFile
+
+
+InputPart = InputText | InputImageUrl | InputImageFile
+
+
+class CreateMessageRequest(Body):
+    role: Literal["user", "assistant"]
+    content: Text | Annotated[list[InputPart], Meta(min_length=1, max_length=100)]
+    attachments: Annotated[list[Attachment], Meta(max_length=100)] | None = None
+    metadata: Metadata | None = None
+
+
+class UpdateMessageRequest(Body):
+    metadata: Metadata | None = None
+
+
+class CreateThreadRequest(Body):
+    messages: Annotated[list[CreateMessageRequest], Meta(max_length=1000)] = []
+    metadata: Metadata | None = None
+    tool_resources: ToolResources | None = None
+
+
+class UpdateThreadRequest(Body):
+    metadata: Metadata | None | UnsetType = UNSET
+    tool_resources: ToolResources | None | UnsetType = UNSET
+
+
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RESPONSE_FORMATS = {"text", "json_object", "json_schema"}
+
+
+def check_tools(tools: list[dict[str, Any]], param: str = "tools") -> None:
+    """Tools are kept as given (Azure has types OpenAI lacks), but their shape must hold."""
+    for i, tool in enumerate(tools):
+        kind = tool.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise ApiError(400, f"Missing required parameter: '{param}[{i}].type'.", param=f"{param}[{i}].type")
+        if kind == "function":
+            fn = tool.get("function")
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ApiError(400, f"Missing required parameter: '{param}[{i}].function.name'.",
+                               param=f"{param}[{i}].function.name")
+            if not _FUNCTION_NAME.match(fn["name"]):
+                raise ApiError(400, f"Invalid '{param}[{i}].function.name': string does not match pattern. "
+                               "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$' (at most 64).",
+                               param=f"{param}[{i}].function.name")
+            if "parameters" in fn and not isinstance(fn["parameters"], dict):
+                raise ApiError(400, f"Invalid type for '{param}[{i}].function.parameters': expected an object.",
+                               param=f"{param}[{i}].function.parameters")
+
+
+def check_response_format(value: Any, param: str = "response_format") -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, dict) and value.get("type") in _RESPONSE_FORMATS:
+        if value["type"] == "json_schema" and not isinstance(value.get("json_schema"), dict):
+            raise ApiError(400, f"Missing required parameter: '{param}.json_schema'.", param=f"{param}.json_schema")
+        return
+    raise ApiError(400, f"Invalid value for '{param}': expected 'auto' or an object whose type is one of "
+                   "'text', 'json_object', 'json_schema'.", param=param)

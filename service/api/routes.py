@@ -1,0 +1,91 @@
+"""Every API route in one table: the router and /openapi.json are both built from it."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiohttp import web
+
+from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Thread
+from service.api import assistants, files, messages, threads
+from service.api.http import read_body
+from service.api.requests import (
+    CreateAssistantRequest, CreateMessageRequest, CreateThreadRequest, UpdateAssistantRequest,
+    UpdateMessageRequest, UpdateThreadRequest,
+)
+
+PREFIXES = ("", "/v1", "/openai", "/api/projects/{project}")
+LIST_PARAMS = ("limit", "order", "after", "before")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable
+    summary: str
+    tag: str
+    body: type | None = None
+    response: Any = None
+    query: tuple[str, ...] = ()
+    multipart: bool = False
+    binary: bool = False
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/assistants", assistants.create_assistant, "Create an assistant (agent)", "Assistants",
+          CreateAssistantRequest, Assistant),
+    Route("GET", "/assistants", assistants.list_assistants, "List assistants", "Assistants",
+          response=ListPage, query=LIST_PARAMS),
+    Route("GET", "/assistants/{assistant_id}", assistants.get_assistant, "Get an assistant", "Assistants",
+          response=Assistant),
+    Route("POST", "/assistants/{assistant_id}", assistants.update_assistant, "Update an assistant", "Assistants",
+          UpdateAssistantRequest, Assistant),
+    Route("DELETE", "/assistants/{assistant_id}", assistants.delete_assistant, "Delete an assistant", "Assistants",
+          response=DeletionStatus),
+
+    Route("POST", "/threads", threads.create_thread, "Create a thread, optionally with messages", "Threads",
+          CreateThreadRequest, Thread),
+    Route("GET", "/threads", threads.list_threads, "List threads", "Threads", response=ListPage, query=LIST_PARAMS),
+    Route("GET", "/threads/{thread_id}", threads.get_thread, "Get a thread", "Threads", response=Thread),
+    Route("POST", "/threads/{thread_id}", threads.update_thread, "Update a thread", "Threads",
+          UpdateThreadRequest, Thread),
+    Route("DELETE", "/threads/{thread_id}", threads.delete_thread, "Delete a thread", "Threads",
+          response=DeletionStatus),
+
+    Route("POST", "/threads/{thread_id}/messages", messages.create_message, "Add a message to a thread",
+          "Messages", CreateMessageRequest, Message),
+    Route("GET", "/threads/{thread_id}/messages", messages.list_messages, "List a thread's messages", "Messages",
+          response=ListPage, query=(*LIST_PARAMS, "run_id")),
+    Route("GET", "/threads/{thread_id}/messages/{message_id}", messages.get_message, "Get a message", "Messages",
+          response=Message),
+    Route("POST", "/threads/{thread_id}/messages/{message_id}", messages.update_message, "Update a message's metadata",
+          "Messages", UpdateMessageRequest, Message),
+    Route("DELETE", "/threads/{thread_id}/messages/{message_id}", messages.delete_message, "Delete a message",
+          "Messages", response=DeletionStatus),
+
+    Route("POST", "/files", files.upload_file, "Upload a file (multipart: purpose, file)", "Files",
+          response=File, multipart=True),
+    Route("GET", "/files", files.list_files, "List files", "Files", response=ListPage,
+          query=(*LIST_PARAMS, "purpose")),
+    Route("GET", "/files/{file_id}", files.get_file, "Get a file's description", "Files", response=File),
+    Route("DELETE", "/files/{file_id}", files.delete_file, "Delete a file", "Files", response=DeletionStatus),
+    Route("GET", "/files/{file_id}/content", files.download_file, "Download a file's bytes", "Files", binary=True),
+)
+
+
+def _with_body(handler: Callable, body_type: type) -> Callable:
+    @functools.wraps(handler)
+    async def decode_then_handle(request: web.Request):
+        return await handler(request, await read_body(request, body_type))
+    return decode_then_handle
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount every route under every prefix the SDKs use."""
+    for prefix in PREFIXES:
+        for route in ROUTES:
+            handler = _with_body(route.handler, route.body) if route.body else route.handler
+            app.router.add_route(route.method, prefix + route.path, handler)

@@ -1,0 +1,159 @@
+"""The aiohttp application: wiring, middlewares, system routes, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from events.store import EventStore
+from projections.projector import project
+from service import database
+from service.actors import ActorRegistry
+from service.api.errors import ApiError, error_response
+from service.api.http import Ctx
+from service.api.openapi import openapi_document
+from service.api.routes import add_routes
+from service.auth import KeyCache
+from service.config import Config
+from service.domain.errors import DomainError
+from service.observability import current_trace_id
+
+log = structlog.get_logger("threadline.http")
+STATIC = Path(__file__).resolve().parent / "static"
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/"}
+DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
+             asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+             ConnectionError, OSError, asyncio.TimeoutError)
+
+
+@dataclass
+class Services:
+    config: Config
+    db: asyncpg.Pool
+    store: EventStore
+    actors: ActorRegistry
+    keys: KeyCache
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    request_id = request.headers.get("x-request-id") or request.headers.get("x-ms-client-request-id") \
+        or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+    request["request_id"] = request_id[:64]
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error(exc.status, exc.body.message, param=exc.body.param, code=exc.body.code, type_=exc.body.type)
+    except DomainError as exc:
+        response = _error(exc.status, exc.message, param=exc.param, code=exc.code)
+    except web.HTTPException as exc:
+        response = _http_error(request, exc)
+    except asyncio.CancelledError:
+        raise
+    except DB_ERRORS:
+        log.warning("database_unavailable", exc_info=True)
+        response = _error(503, "The service is temporarily unable to reach its database. Please retry.",
+                          type_="server_error", code="service_unavailable")
+    except Exception:  # noqa: BLE001 - the last line of defence: no stack trace ever reaches a client
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        response = _error(500, "The server had an error while processing your request.", type_="server_error")
+    response.headers["x-request-id"] = request["request_id"]
+    log.info("request", method=request.method, path=request.path, status=response.status,
+             ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+def _error(status, message, **kw) -> web.Response:
+    return error_response(status, message, **kw)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        return _error(404, f"Invalid URL ({request.method} {request.path})")
+    if exc.status == 405:
+        return _error(405, f"Method {request.method} is not allowed for {request.path}.")
+    if exc.status == 413:
+        return _error(413, "Request body is too large.", code="request_too_large")
+    return _error(exc.status, exc.reason or "Bad request.")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    if request.path in PUBLIC or request.path.startswith("/static/"):
+        return await handler(request)
+    key = None
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        key = authorization[7:].strip()
+    key = key or request.headers.get("api-key", "").strip() or None
+    services: Services = request.app["tl"]
+    principal = await services.keys.lookup(services.db, key) if key else None
+    if principal is None:
+        raise ApiError(401, "Incorrect API key provided." if key else
+                       "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'api-key: <key>'.",
+                       code="invalid_api_key")
+    url_project = request.match_info.get("project")
+    if url_project is not None and url_project != principal.project:
+        raise ApiError(404, f"No project found with name '{url_project[:64]}'.")
+    structlog.contextvars.bind_contextvars(project=principal.project)
+    request["ctx"] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request["request_id"],
+                         trace_id=current_trace_id())
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            await request.app["tl"].db.fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001
+        return _error(503, "Database unavailable.", type_="server_error", code="service_unavailable")
+    return web.json_response({"status": "ok"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app["openapi"], content_type="application/json")
+
+
+async def docs(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "reference.html")
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": "/docs"})
+
+
+def create_app(config: Config, database_url: str) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes,
+                          middlewares=[errors_middleware, auth_middleware])
+    app["openapi"] = msgspec.json.encode(openapi_document())
+
+    async def lifecycle(app: web.Application):
+        db = await database.connect(database_url, config.db_pool_size)
+        await database.prepare(db)
+        store = EventStore(db, project)
+        actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
+        app["tl"] = Services(config, db, store, actors, KeyCache())
+        yield
+        await actors.close()
+        await store.close()
+        await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    app.router.add_get("/", root)
+    app.router.add_static("/static/", STATIC)
+    add_routes(app)
+    return app

@@ -1,0 +1,115 @@
+"""The `threadline` command: serve, keys create, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+
+from service.config import Config
+from service.observability import configure_logging, configure_tracing
+
+log = structlog.get_logger("threadline")
+
+
+def _database_url(config: Config) -> str:
+    if config.database_url:
+        return config.database_url
+    from service.database import embedded_database_url
+    return embedded_database_url(config.data_dir)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(config: Config, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from service.app import create_app
+    from service.auth import bootstrap_default_project
+
+    url = _database_url(config)
+    app = create_app(config, url)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    async with app["tl"].db.acquire() as conn:
+        key = await bootstrap_default_project(conn)
+    if key is not None:
+        print("Created project 'default'. Its API key (shown once):", flush=True)
+        print(key, flush=True)
+    site = web.TCPSite(runner, host, port, reuse_port=True)
+    await site.start()
+    log.info("listening", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+async def _create_key(config: Config, project: str) -> None:
+    import re
+
+    from service import database
+    from service.auth import PROJECT_NAME_PATTERN, create_key
+
+    if not re.match(PROJECT_NAME_PATTERN, project):
+        sys.exit(f"invalid project name {project!r}: letters, digits, '.', '_' and '-', at most 64")
+    pool = await database.connect(_database_url(config), 2)
+    try:
+        await database.prepare(pool)
+        async with pool.acquire() as conn:
+            key_id, key = await create_key(conn, project)
+    finally:
+        await pool.close()
+    print(f"Created key {key_id} for project '{project}'. The key is shown once:")
+    print(key)
+
+
+async def _migrate(config: Config) -> None:
+    from service import database
+
+    pool = await database.connect(_database_url(config), 2)
+    try:
+        applied = await database.prepare(pool)
+    finally:
+        await pool.close()
+    print("\n".join(applied) if applied else "schema is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create an API key (the last line printed is the key)")
+    create.add_argument("--project", required=True)
+    sub.add_parser("migrate", help="apply pending schema migrations")
+    args = parser.parse_args(argv)
+
+    config = Config.from_env()
+    configure_logging(config.log_format)
+    _install_uvloop()
+    if args.command == "serve":
+        configure_tracing()
+        asyncio.run(_serve(config, args.host, args.port))
+    elif args.command == "keys":
+        asyncio.run(_create_key(config, args.project))
+    elif args.command == "migrate":
+        asyncio.run(_migrate(config))
+
+
+if __name__ == "__main__":
+    main()

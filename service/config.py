@@ -1,0 +1,42 @@
+"""Configuration from the environment. Every setting is listed in the README."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    data_dir: Path
+    max_body_bytes: int
+    max_file_bytes: int
+    actor_idle_seconds: float
+    max_actors: int
+    db_pool_size: int
+    log_format: str
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            data_dir=Path(os.environ.get("THREADLINE_DATA_DIR", ".threadline")).resolve(),
+            max_body_bytes=_int("THREADLINE_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            max_file_bytes=_int("THREADLINE_MAX_FILE_BYTES", 512 * 1024 * 1024),
+            actor_idle_seconds=_float("THREADLINE_ACTOR_IDLE_SECONDS", 300.0),
+            max_actors=_int("THREADLINE_MAX_ACTORS", 10_000),
+            db_pool_size=_int("THREADLINE_DB_POOL_SIZE", 16),
+            log_format=os.environ.get("THREADLINE_LOG_FORMAT", "auto"),
+        )

@@ -1,0 +1,55 @@
+"""An agent (assistant): created, updated, deleted. Its stream is `agent-<id>`."""
+
+from __future__ import annotations
+
+import msgspec
+
+from events.types import AgentCreated, AgentDeleted, AgentUpdated, Event
+from service.domain.errors import NotFound
+
+
+class AgentState(msgspec.Struct):
+    agent_id: str
+    version: int = 0
+    project: str | None = None
+    deleted: bool = False
+
+
+class CreateAgent(msgspec.Struct, frozen=True):
+    created: AgentCreated
+
+
+class UpdateAgent(msgspec.Struct, frozen=True):
+    project: str
+    changes: AgentUpdated
+
+
+class DeleteAgent(msgspec.Struct, frozen=True):
+    project: str
+
+
+def _require(state: AgentState, project: str) -> None:
+    if state.project != project or state.deleted:
+        raise NotFound("assistant", state.agent_id)
+
+
+def decide(state: AgentState, cmd) -> list[Event]:
+    match cmd:
+        case CreateAgent(created=created):
+            return [created] if state.version == 0 else []
+        case UpdateAgent(project=project, changes=changes):
+            _require(state, project)
+            return [changes]
+        case DeleteAgent(project=project):
+            _require(state, project)
+            return [AgentDeleted(agent_id=state.agent_id)]
+    raise TypeError(f"unknown command {cmd!r}")
+
+
+def evolve(state: AgentState, event: Event) -> AgentState:
+    match event:
+        case AgentCreated(project=project):
+            return msgspec.structs.replace(state, project=project, version=state.version + 1)
+        case AgentDeleted():
+            return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
+    return msgspec.structs.replace(state, version=state.version + 1)

@@ -1,0 +1,43 @@
+"""A file: uploaded once, deleted once. Its stream is `file-<id>`; the bytes live beside the log."""
+
+from __future__ import annotations
+
+import msgspec
+
+from events.types import Event, FileDeleted, FileUploaded
+from service.domain.errors import NotFound
+
+
+class FileState(msgspec.Struct):
+    file_id: str
+    version: int = 0
+    project: str | None = None
+    deleted: bool = False
+
+
+class UploadFile(msgspec.Struct, frozen=True):
+    uploaded: FileUploaded
+
+
+class DeleteFile(msgspec.Struct, frozen=True):
+    project: str
+
+
+def decide(state: FileState, cmd) -> list[Event]:
+    match cmd:
+        case UploadFile(uploaded=uploaded):
+            return [uploaded] if state.version == 0 else []
+        case DeleteFile(project=project):
+            if state.project != project or state.deleted:
+                raise NotFound("file", state.file_id)
+            return [FileDeleted(file_id=state.file_id)]
+    raise TypeError(f"unknown command {cmd!r}")
+
+
+def evolve(state: FileState, event: Event) -> FileState:
+    match event:
+        case FileUploaded(project=project):
+            return msgspec.structs.replace(state, project=project, version=state.version + 1)
+        case FileDeleted():
+            return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
+    return msgspec.structs.replace(state, version=state.version + 1)

@@ -1,0 +1,117 @@
+"""A thread and its messages. Its stream is `thread-<id>`; the ThreadActor is its only writer.
+
+The state keeps just what decisions need (not the messages themselves): a thread with 100,000
+messages folds into a few integers. Facts about single messages that a decision needs (does this
+message exist?) are looked up by the shell and handed over in the command.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from events.types import (
+    Event, JSON, MessageCreated, MessageDeleted, MessageUpdated, ThreadCreated, ThreadDeleted,
+    ThreadUpdated,
+)
+from service.domain.errors import InvalidRequest, NotFound
+
+MAX_MESSAGES = 100_000
+SNAPSHOT_SCHEMA = 1  # bump when ThreadState changes shape: older snapshots are then ignored
+
+
+class ThreadState(msgspec.Struct):
+    thread_id: str
+    version: int = 0
+    project: str | None = None
+    deleted: bool = False
+    message_count: int = 0
+
+
+class CreateThread(msgspec.Struct, frozen=True):
+    created: ThreadCreated
+    messages: list[MessageCreated] = []
+
+
+class UpdateThread(msgspec.Struct, frozen=True):
+    project: str
+    metadata: dict[str, str] | UnsetType = UNSET
+    tool_resources: JSON | UnsetType = UNSET
+
+
+class DeleteThread(msgspec.Struct, frozen=True):
+    project: str
+
+
+class AddMessage(msgspec.Struct, frozen=True):
+    project: str
+    message: MessageCreated
+
+
+class UpdateMessage(msgspec.Struct, frozen=True):
+    project: str
+    message_id: str
+    metadata: dict[str, str]
+    message_exists: bool
+
+
+class DeleteMessage(msgspec.Struct, frozen=True):
+    project: str
+    message_id: str
+    message_exists: bool
+
+
+def _require_thread(state: ThreadState, project: str) -> None:
+    if state.version == 0 or state.deleted or state.project != project:
+        raise NotFound("thread", state.thread_id)
+
+
+def _require_room(state: ThreadState, adding: int) -> None:
+    if state.message_count + adding > MAX_MESSAGES:
+        raise InvalidRequest(
+            f"Thread {state.thread_id} already holds {state.message_count} messages; "
+            f"a thread can hold at most {MAX_MESSAGES}.", code="thread_message_limit_reached")
+
+
+def decide(state: ThreadState, cmd) -> list[Event]:
+    match cmd:
+        case CreateThread(created=created, messages=messages):
+            if state.version != 0:
+                return []
+            _require_room(state, len(messages))
+            return [created, *messages]
+        case UpdateThread(project=project, metadata=metadata, tool_resources=tool_resources):
+            _require_thread(state, project)
+            return [ThreadUpdated(thread_id=state.thread_id, metadata=metadata, tool_resources=tool_resources)]
+        case DeleteThread(project=project):
+            _require_thread(state, project)
+            return [ThreadDeleted(thread_id=state.thread_id)]
+        case AddMessage(project=project, message=message):
+            _require_thread(state, project)
+            _require_room(state, 1)
+            return [message]
+        case UpdateMessage(project=project, message_id=message_id, metadata=metadata, message_exists=exists):
+            _require_thread(state, project)
+            if not exists:
+                raise NotFound("message", message_id)
+            return [MessageUpdated(message_id=message_id, metadata=metadata)]
+        case DeleteMessage(project=project, message_id=message_id, message_exists=exists):
+            _require_thread(state, project)
+            if not exists:
+                raise NotFound("message", message_id)
+            return [MessageDeleted(message_id=message_id)]
+    raise TypeError(f"unknown command {cmd!r}")
+
+
+def evolve(state: ThreadState, event: Event) -> ThreadState:
+    version = state.version + 1
+    match event:
+        case ThreadCreated(project=project):
+            return msgspec.structs.replace(state, version=version, project=project)
+        case ThreadDeleted():
+            return msgspec.structs.replace(state, version=version, deleted=True)
+        case MessageCreated():
+            return msgspec.structs.replace(state, version=version, message_count=state.message_count + 1)
+        case MessageDeleted():
+            return msgspec.structs.replace(state, version=version, message_count=state.message_count - 1)
+    return msgspec.structs.replace(state, version=version)
