@@ -1,0 +1,170 @@
+"""Shared fixtures: a real Postgres (embedded PostgreSQL 18 unless TEST_DATABASE_URL is given),
+a fresh database per test session, the app in-process, and the real service in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from service import database
+from service.app import create_app
+from service.auth import create_key
+from service.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A Postgres server for the whole run: TEST_DATABASE_URL, or the embedded one."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        return os.environ["TEST_DATABASE_URL"]
+    base = Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}"
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(base / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    import pgserver
+
+    server = pgserver.get_server(base / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+async def fresh_database(server_url: str) -> str:
+    name = f"tl_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url) -> str:
+    """A new database, migrated, for this test session."""
+    url = await fresh_database(server_url)
+    pool = await database.connect(url, 2)
+    try:
+        await database.prepare(pool)
+    finally:
+        await pool.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def db(database_url):
+    pool = await database.connect(database_url, 8)
+    yield pool
+    await pool.close()
+
+
+def test_config(**overrides) -> Config:
+    base = dict(database_url=None, data_dir=Path(tempfile.gettempdir()), max_body_bytes=8 * 1024 * 1024,
+                max_file_bytes=512 * 1024 * 1024, actor_idle_seconds=300.0, max_actors=10_000,
+                db_pool_size=8, log_format="json")
+    base.update(overrides)
+    return Config(**base)
+
+
+@pytest.fixture(scope="session")
+async def app_client(database_url):
+    """The app in this process, over real HTTP on a loopback port."""
+    app = create_app(test_config(), database_url)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def new_key(db, project: str | None = None) -> str:
+    async with db.acquire() as conn:
+        _, key = await create_key(conn, project or f"p-{uuid.uuid4().hex[:10]}")
+    return key
+
+
+@pytest.fixture
+async def api(app_client, db):
+    """An HTTP helper bound to a fresh project (so tests never see each other's objects)."""
+    return Api(app_client, await new_key(db))
+
+
+class Api:
+    def __init__(self, client: TestClient, key: str, prefix: str = "/v1"):
+        self.client, self.key, self.prefix = client, key, prefix
+
+    def headers(self, extra=None):
+        return {"Authorization": f"Bearer {self.key}", **(extra or {})}
+
+    async def call(self, method: str, path: str, json=None, **kw):
+        """Returns (status, parsed JSON body)."""
+        resp = await self.client.request(method, self.prefix + path, json=json,
+                                         headers=self.headers(kw.pop("headers", None)), **kw)
+        body = await resp.read()
+        import json as _json
+        return resp.status, (_json.loads(body) if body else None)
+
+    async def ok(self, method: str, path: str, json=None, **kw):
+        status, body = await self.call(method, path, json, **kw)
+        assert status == 200, (status, body)
+        return body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """`threadline serve` in a subprocess, exactly as a user runs it."""
+
+    def __init__(self, database_url: str, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="threadline-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "DATABASE_URL": database_url, "THREADLINE_LOG_FORMAT": "json", **(env or {})})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("service did not become healthy in 60 s")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+async def service(database_url):
+    proc = await asyncio.to_thread(ServiceProcess, database_url)
+    yield proc
+    proc.stop()
