@@ -140,6 +140,8 @@ class EventStore:
                      metadata: EventMetadata = EventMetadata()) -> list[RecordedEvent]:
         """Append after `expected_version`; returns once committed. Raises VersionConflict."""
         waiting = _Waiting(Append(stream, expected_version, events, metadata))
+        # If our caller is cancelled the outcome is still set; mark it seen so nothing warns.
+        waiting.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._waiting.append(waiting)
         self._wakeup.set()
         # The commit goes on even if our caller gives up: an append is never half done.

@@ -75,11 +75,14 @@ async def _threads_deleted(conn, evs):
 
 async def _messages_created(conn, evs):
     evs_: list[MessageCreated] = [e.event for e in evs]
+    # The project comes from the thread's row, written earlier in this or a previous transaction.
     await conn.execute(
         """INSERT INTO messages (id, thread_id, project, run_id, data)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])""",
-        [e.message_id for e in evs_], [e.thread_id for e in evs_], [e.metadata.project for e in evs],
-        [e.run_id for e in evs_], [_json(message_from(e)) for e in evs_])
+           SELECT u.id, u.thread_id, t.project, u.run_id, u.data
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS u(id, thread_id, run_id, data)
+           JOIN threads t ON t.id = u.thread_id""",
+        [e.message_id for e in evs_], [e.thread_id for e in evs_], [e.run_id for e in evs_],
+        [_json(message_from(e)) for e in evs_])
 
 
 async def _messages_updated(conn, evs):

@@ -9,6 +9,7 @@ the two appends, and the loser catches up from the log and decides again.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ from service.domain.errors import DomainError
 
 log = structlog.get_logger("threadline.actors")
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
 SNAPSHOT_EVERY = 500
 
 
@@ -68,7 +69,7 @@ class ThreadActor:
 
     async def _handle(self, cmd: Any, meta: EventMetadata) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
         store = self.registry.store
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             if self.state is None:
                 self.state = await load_thread(store, self.thread_id)
             prepared = await self._resolve(cmd)
@@ -78,6 +79,7 @@ class ThreadActor:
             try:
                 recorded = await store.append(self.stream, self.state.version, events, meta)
             except VersionConflict:
+                await backoff(attempt)
                 await self._catch_up()
                 continue
             except BaseException:
@@ -108,6 +110,11 @@ class ThreadActor:
                 self.stream, self.state.version, thread_domain.SNAPSHOT_SCHEMA, msgspec.json.encode(self.state))
         except Exception:  # noqa: BLE001 - a snapshot is only a cache
             log.warning("snapshot_failed", stream=self.stream, exc_info=True)
+
+
+async def backoff(attempt: int) -> None:
+    """After losing a race, wait a little (jittered, growing) so two writers stop colliding."""
+    await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 8)))
 
 
 async def load_thread(store: EventStore, thread_id: str) -> thread_domain.ThreadState:
@@ -174,7 +181,7 @@ class ActorRegistry:
 async def execute(store: EventStore, stream: str, initial: Any, decide: Callable, evolve: Callable,
                   cmd: Any, meta: EventMetadata = EventMetadata()) -> tuple[Any, list[RecordedEvent]]:
     """Load, decide, append for a short stream with no actor (agents, files); retry on conflict."""
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         state = initial
         for r in await store.read_stream(stream):
             state = evolve(state, r.event)
@@ -184,6 +191,7 @@ async def execute(store: EventStore, stream: str, initial: Any, decide: Callable
         try:
             recorded = await store.append(stream, state.version, events, meta)
         except VersionConflict:
+            await backoff(attempt)
             continue
         for r in recorded:
             state = evolve(state, r.event)

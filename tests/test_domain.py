@@ -1,0 +1,157 @@
+"""Pure domain logic: decide and evolve, without I/O."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from events.types import (
+    AgentCreated, AgentDeleted, AgentUpdated, FileDeleted, FileUploaded, MessageCreated, MessageDeleted,
+    MessageUpdated, TextPart, TextValue, ThreadCreated, ThreadDeleted, ThreadUpdated,
+)
+from service.domain import agent, file, thread
+from service.domain.errors import InvalidRequest, NotFound
+
+P = "proj"
+
+
+def fold(evolve, state, events):
+    for e in events:
+        state = evolve(state, e)
+    return state
+
+
+def msg(i: int = 0, thread_id: str = "thread_1") -> MessageCreated:
+    return MessageCreated(message_id=f"msg_{i}", thread_id=thread_id, created_at=1, role="user",
+                          content=[TextPart(TextValue(str(i)))])
+
+
+def created_thread(messages=()) -> thread.ThreadState:
+    s0 = thread.ThreadState("thread_1")
+    events = thread.decide(s0, thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=1),
+                                                   list(messages)))
+    return fold(thread.evolve, s0, events)
+
+
+class TestThread:
+    def test_create_with_messages_emits_created_then_each_message(self):
+        s0 = thread.ThreadState("thread_1")
+        created = ThreadCreated(thread_id="thread_1", project=P, created_at=1)
+        events = thread.decide(s0, thread.CreateThread(created, [msg(1), msg(2)]))
+        assert events == [created, msg(1), msg(2)]
+        s = fold(thread.evolve, s0, events)
+        assert (s.version, s.project, s.message_count, s.deleted) == (3, P, 2, False)
+
+    def test_create_twice_is_a_no_op(self):
+        s = created_thread()
+        assert thread.decide(s, thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=2))) == []
+
+    @pytest.mark.parametrize("cmd", [
+        thread.UpdateThread(P, metadata={"a": "b"}),
+        thread.DeleteThread(P),
+        thread.AddMessage(P, msg()),
+        thread.UpdateMessage(P, "msg_0", {"a": "b"}, message_exists=True),
+        thread.DeleteMessage(P, "msg_0", message_exists=True),
+    ])
+    def test_every_command_on_a_missing_deleted_or_foreign_thread_is_not_found(self, cmd):
+        missing = thread.ThreadState("thread_1")
+        deleted = fold(thread.evolve, created_thread(), [ThreadDeleted(thread_id="thread_1")])
+        foreign = created_thread()
+        foreign.project = "other"
+        for state in (missing, deleted, foreign):
+            with pytest.raises(NotFound, match="No thread found with id 'thread_1'."):
+                thread.decide(state, cmd)
+
+    def test_add_update_delete_message(self):
+        s = created_thread()
+        events = thread.decide(s, thread.AddMessage(P, msg(7)))
+        assert events == [msg(7)]
+        s = fold(thread.evolve, s, events)
+        assert s.message_count == 1
+        assert thread.decide(s, thread.UpdateMessage(P, "msg_7", {"k": "v"}, True)) == [
+            MessageUpdated(message_id="msg_7", metadata={"k": "v"})]
+        events = thread.decide(s, thread.DeleteMessage(P, "msg_7", True))
+        assert events == [MessageDeleted(message_id="msg_7")]
+        assert fold(thread.evolve, s, events).message_count == 0
+
+    @pytest.mark.parametrize("make", [
+        lambda: thread.UpdateMessage(P, "msg_x", {}, message_exists=False),
+        lambda: thread.DeleteMessage(P, "msg_x", message_exists=False),
+    ])
+    def test_unknown_message_is_not_found(self, make):
+        with pytest.raises(NotFound, match="No message found with id 'msg_x'."):
+            thread.decide(created_thread(), make())
+
+    def test_update_thread_carries_only_what_changed(self):
+        [event] = thread.decide(created_thread(), thread.UpdateThread(P, metadata={"a": "1"}))
+        assert event == ThreadUpdated(thread_id="thread_1", metadata={"a": "1"})
+
+    def test_message_limit_is_exact(self):
+        s = created_thread()
+        s.message_count = thread.MAX_MESSAGES - 1
+        s = fold(thread.evolve, s, thread.decide(s, thread.AddMessage(P, msg(1))))
+        assert s.message_count == thread.MAX_MESSAGES
+        with pytest.raises(InvalidRequest, match="at most 100000"):
+            thread.decide(s, thread.AddMessage(P, msg(2)))
+        # Deleting one makes room again.
+        s = fold(thread.evolve, s, [MessageDeleted(message_id="msg_1")])
+        assert thread.decide(s, thread.AddMessage(P, msg(3))) == [msg(3)]
+
+    def test_create_with_too_many_messages_is_refused(self):
+        s0 = thread.ThreadState("thread_1")
+        too_many = thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=1),
+                                       [msg(0)] * (thread.MAX_MESSAGES + 1))
+        with pytest.raises(InvalidRequest):
+            thread.decide(s0, too_many)
+
+    def test_version_counts_every_event(self):
+        events = [ThreadCreated(thread_id="thread_1", project=P, created_at=1), msg(1), ThreadUpdated(thread_id="thread_1"),
+                  MessageUpdated(message_id="msg_1", metadata={}), MessageDeleted(message_id="msg_1"),
+                  ThreadDeleted(thread_id="thread_1")]
+        for n in range(len(events) + 1):
+            assert fold(thread.evolve, thread.ThreadState("thread_1"), events[:n]).version == n
+
+    def test_message_count_is_creates_minus_deletes_for_any_interleaving(self):
+        ops = [msg(1), msg(2), MessageDeleted(message_id="msg_1"), msg(3), MessageDeleted(message_id="msg_3")]
+        for perm in itertools.permutations(ops):
+            s = fold(thread.evolve, created_thread(), perm)
+            assert s.message_count == 1
+
+
+class TestAgent:
+    def created(self):
+        return AgentCreated(agent_id="asst_1", project=P, created_at=1, model="m")
+
+    def test_lifecycle(self):
+        s0 = agent.AgentState("asst_1")
+        events = agent.decide(s0, agent.CreateAgent(self.created()))
+        s = fold(agent.evolve, s0, events)
+        assert (s.version, s.project) == (1, P)
+        change = AgentUpdated(agent_id="asst_1", name="n")
+        assert agent.decide(s, agent.UpdateAgent(P, change)) == [change]
+        events = agent.decide(s, agent.DeleteAgent(P))
+        assert events == [AgentDeleted(agent_id="asst_1")]
+        s = fold(agent.evolve, s, events)
+        with pytest.raises(NotFound, match="No assistant found with id 'asst_1'."):
+            agent.decide(s, agent.DeleteAgent(P))
+
+    def test_foreign_or_missing_is_not_found(self):
+        s = fold(agent.evolve, agent.AgentState("asst_1"), [self.created()])
+        for state, project in ((s, "other"), (agent.AgentState("asst_1"), P)):
+            with pytest.raises(NotFound):
+                agent.decide(state, agent.UpdateAgent(project, AgentUpdated(agent_id="asst_1")))
+
+
+class TestFile:
+    def test_lifecycle(self):
+        up = FileUploaded(file_id="file-1", project=P, created_at=1, filename="a", purpose="assistants",
+                          bytes=3, sha256="x")
+        s0 = file.FileState("file-1")
+        s = fold(file.evolve, s0, file.decide(s0, file.UploadFile(up)))
+        with pytest.raises(NotFound):
+            file.decide(s, file.DeleteFile("other"))
+        events = file.decide(s, file.DeleteFile(P))
+        assert events == [FileDeleted(file_id="file-1")]
+        with pytest.raises(NotFound, match="No file found with id 'file-1'."):
+            file.decide(fold(file.evolve, s, events), file.DeleteFile(P))
