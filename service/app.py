@@ -106,7 +106,15 @@ async def auth_middleware(request: web.Request, handler):
     url_project = request.match_info.get("project")
     if url_project is not None and url_project != principal.project:
         raise ApiError(404, f"No project found with name '{url_project[:64]}'.")
+    # Postgres text cannot hold NUL: no object has such an id, and no filter can match such a value.
+    if "\x00" in request.path:
+        raise ApiError(404, f"Invalid URL ({request.method} {request.path})")
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            raise ApiError(400, f"Invalid '{name[:64]}': the NUL character is not allowed.", param=name[:64])
     structlog.contextvars.bind_contextvars(project=principal.project)
+    if "thread_id" in request.match_info:
+        structlog.contextvars.bind_contextvars(thread_id=request.match_info["thread_id"])
     request["ctx"] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request["request_id"],
                          trace_id=current_trace_id())
     return await handler(request)

@@ -1,0 +1,181 @@
+"""The command line and the system routes, as a user meets them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conftest import ROOT, fresh_database, free_port
+from service.api.routes import PREFIXES, ROUTES
+
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+class Serve:
+    """`threadline serve`, keeping stdout to read the printed key."""
+
+    def __init__(self, env: dict):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out = tempfile.NamedTemporaryFile("w+", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(self.port)], cwd=ROOT,
+                                     env=env, stdout=self.out, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.proc.poll() is None, "service exited"
+            assert time.monotonic() < deadline, "service did not start"
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+
+    def stdout(self) -> str:
+        return Path(self.out.name).read_text()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")}
+    env.update(THREADLINE_LOG_FORMAT="json", **extra)
+    return env
+
+
+async def get_json(url: str, key: str | None = None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_first_start_prints_a_working_key_once_and_keys_create_prints_one_last(server_url):
+    url = await fresh_database(server_url)
+    env = clean_env(DATABASE_URL=url)
+    first = await asyncio.to_thread(Serve, env)
+    try:
+        key = first.stdout().strip().splitlines()[-1]
+        assert (await get_json(first.url + "/v1/threads", key))[0] == 200
+        assert (await get_json(first.url + "/v1/threads", key + "x"))[0] == 401
+    finally:
+        first.stop()
+    second = await asyncio.to_thread(Serve, env)
+    try:
+        assert key not in second.stdout() and "default" not in second.stdout()
+        made = await asyncio.to_thread(run_cli, "keys", "create", "--project", "team-a", env=env)
+        assert made.returncode == 0, made.stderr
+        team_key = made.stdout.strip().splitlines()[-1]
+        assert team_key.startswith("tl-")
+        status, page = await get_json(second.url + "/api/projects/team-a/assistants", team_key)
+        assert status == 200 and page["data"] == []
+        migrated = await asyncio.to_thread(run_cli, "migrate", env=env)
+        assert migrated.returncode == 0 and "schema is up to date" in migrated.stdout
+        # Keys are stored only as digests: no column holds the key itself.
+        import asyncpg
+        import hashlib
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT id, project, digest FROM api_keys")
+        finally:
+            await conn.close()
+        assert hashlib.sha256(team_key.encode()).digest() in {r["digest"] for r in rows}
+        assert not any(team_key in f"{r['id']}{r['project']}" for r in rows)
+    finally:
+        second.stop()
+
+
+async def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts():
+    data_dir = tempfile.mkdtemp(prefix="tl-embedded-")
+    env = clean_env(THREADLINE_DATA_DIR=data_dir)
+    svc = await asyncio.to_thread(Serve, env)
+    try:
+        key = svc.stdout().strip().splitlines()[-1]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with http.post(svc.url + "/v1/threads", json={"metadata": {"keep": "me"}}) as r:
+                thread_id = (await r.json())["id"]
+    finally:
+        svc.stop()
+    assert (Path(data_dir) / "pgdata" / "PG_VERSION").read_text().strip() == "18"
+    again = await asyncio.to_thread(Serve, env)
+    try:
+        status, thread = await get_json(f"{again.url}/v1/threads/{thread_id}", key)
+        assert status == 200 and thread["metadata"] == {"keep": "me"}
+    finally:
+        again.stop()
+
+
+async def test_health_openapi_and_reference_page(app_client):
+    assert (await app_client.get("/healthz")).status == 200
+    resp = await app_client.get("/openapi.json")
+    spec = await resp.json()
+    assert spec["openapi"].startswith("3.1")
+    for route in ROUTES:
+        assert route.method.lower() in spec["paths"][route.path]
+    # Every schema reference resolves.
+    text = await resp.text()
+    import re
+    for name in set(re.findall(r'"#/components/schemas/([^"]+)"', text)):
+        assert name in spec["components"]["schemas"], name
+    page = await app_client.get("/docs")
+    assert page.status == 200 and "openapi.json" in await page.text()
+    js = await app_client.get("/static/reference.js")
+    assert js.status == 200
+    assert len(PREFIXES) == 4
+
+
+async def test_openapi_schema_is_the_one_that_validates(app_client):
+    """The request limits in /openapi.json are the ones the API enforces (same types)."""
+    spec = await (await app_client.get("/openapi.json")).json()
+    name = spec["components"]["schemas"]["CreateAssistantRequest"]["properties"]["name"]
+    limits = [alt.get("maxLength") for alt in name.get("anyOf", [name]) if alt.get("type") == "string"]
+    assert limits == [256]
+
+
+async def test_traces_are_exported_over_otlp_when_an_endpoint_is_configured(database_url):
+    """Spans for requests and appends reach an OTLP/HTTP collector (a tiny local one here)."""
+    received: list[bytes] = []
+    got = asyncio.Event()
+
+    async def collect(request: web.Request):
+        received.append(await request.read())
+        if any(b"events.append" in b for b in received):
+            got.set()
+        return web.Response(status=200)
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(collector)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    from conftest import ServiceProcess, new_key
+    import asyncpg
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    key = await new_key(pool, "otel")
+    await pool.close()
+    svc = await asyncio.to_thread(ServiceProcess, database_url, {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with http.post(svc.url + "/v1/threads", json={}) as r:
+                assert r.status == 200
+        await asyncio.wait_for(got.wait(), 30)
+        blob = b"".join(received)
+        assert b"events.append" in blob and b"threadline" in blob
+    finally:
+        svc.stop()
+        await runner.cleanup()
