@@ -173,7 +173,16 @@ async def test_traces_are_exported_over_otlp_when_an_endpoint_is_configured(data
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
             async with http.post(svc.url + "/v1/threads", json={}) as r:
                 assert r.status == 200
+                thread_id = (await r.json())["id"]
         await asyncio.wait_for(got.wait(), 30)
+        conn = await asyncpg.connect(database_url)
+        try:
+            meta = await conn.fetchval("SELECT metadata FROM events WHERE stream = $1", f"thread-{thread_id}")
+        finally:
+            await conn.close()
+        import json
+        trace_id = json.loads(meta)["trace_id"]
+        assert len(trace_id) == 32 and trace_id.encode() not in (b"0" * 32,)
         blob = b"".join(received)
         assert b"events.append" in blob and b"threadline" in blob
     finally:
