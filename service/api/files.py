@@ -7,9 +7,11 @@ transaction with the FileUploaded event: a failed or oversized upload leaves not
 from __future__ import annotations
 
 import hashlib
+import re
 
 import msgspec
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from events.store import Append, write_appends
 from events.types import FileUploaded
@@ -23,6 +25,9 @@ from service.ids import new_id, now
 
 CHUNK_BYTES = 1 << 20
 PURPOSES = ("assistants", "assistants_output", "vision", "batch", "fine-tune", "user_data", "evals")
+# Postgres text/jsonb cannot hold NUL or lone surrogates (undecodable filename bytes arrive as those).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNREADABLE = "The multipart body could not be read."
 
 
 def _stream(file_id: str) -> str:
@@ -39,34 +44,43 @@ async def upload_file(request: web.Request) -> web.Response:
     except (ValueError, AssertionError):
         raise ApiError(400, "The multipart body could not be read.") from None
     file_id = new_id("file-")
-    purpose = filename = None
+    purpose = filename = named = None
     size = 0
     sha = hashlib.sha256()
     async with tl.db.acquire() as conn, conn.transaction():
-        while (part := await reader.next()) is not None:
-            if part.name == "purpose":
-                purpose = (await part.read_chunk(256)).decode("utf-8", "replace").strip()
-                await part.release()
-            elif part.name == "file" and filename is None:
-                filename = (part.filename or "upload")[:512]
-                seq, buffer = 0, bytearray()
-                while chunk := await part.read_chunk(256 * 1024):
-                    size += len(chunk)
-                    if size > tl.config.max_file_bytes:
-                        raise ApiError(413, f"File is larger than the limit of {tl.config.max_file_bytes} bytes.",
-                                       param="file")
-                    sha.update(chunk)
-                    buffer += chunk
-                    if len(buffer) >= CHUNK_BYTES:
+        try:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):   # a nested multipart body
+                    raise ApiError(400, _UNREADABLE)
+                if part.name == "purpose":
+                    purpose = (await part.read_chunk(256)).decode("utf-8", "replace").strip()
+                    await part.release()
+                elif part.name == "filename":   # azure-ai-agents `upload(file=bytes, filename=...)` sends it as a field
+                    named = (await part.read_chunk(1024)).decode("utf-8", "replace").strip() or None
+                    await part.release()
+                elif part.name == "file" and filename is None:
+                    filename = (part.filename or "upload")[:512]
+                    seq, buffer = 0, bytearray()
+                    while chunk := await part.read_chunk(256 * 1024):
+                        size += len(chunk)
+                        if size > tl.config.max_file_bytes:
+                            raise ApiError(413, f"File is larger than the limit of {tl.config.max_file_bytes} bytes.",
+                                           param="file")
+                        sha.update(chunk)
+                        buffer += chunk
+                        if len(buffer) >= CHUNK_BYTES:
+                            await _write_chunk(conn, file_id, seq, buffer)
+                            seq, buffer = seq + 1, bytearray()
+                    if buffer or seq == 0:
                         await _write_chunk(conn, file_id, seq, buffer)
-                        seq, buffer = seq + 1, bytearray()
-                if buffer or seq == 0:
-                    await _write_chunk(conn, file_id, seq, buffer)
-            else:
-                raise ApiError(400, f"Unrecognized multipart field '{str(part.name)[:64]}'; expected 'purpose' and 'file'.",
-                               param=str(part.name)[:64])
+                else:
+                    raise ApiError(400, f"Unrecognized multipart field '{str(part.name)[:64]}'; expected 'purpose' and 'file'.",
+                                   param=str(part.name)[:64])
+        except (ValueError, AssertionError, HttpProcessingError):   # a truncated or malformed multipart body
+            raise ApiError(400, _UNREADABLE) from None
         if filename is None:
             raise ApiError(400, "Missing required parameter: 'file'.", param="file")
+        filename = _UNSTORABLE.sub("\ufffd", named[:512] if named else filename)
         if purpose is None:
             raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose")
         if purpose not in PURPOSES:
@@ -104,7 +118,8 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     if data is None:
         raise not_found("file", file_id)
     meta = msgspec.json.decode(data, type=File)
-    safe_name = meta.filename.replace('"', "").replace("\\", "").encode("ascii", "replace").decode()
+    # Control characters would be refused by aiohttp as header injection (a 500): drop them with the quoting.
+    safe_name = re.sub(r'[\x00-\x1f\x7f"\\]', "", meta.filename).encode("ascii", "replace").decode()
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream", "Content-Length": str(meta.bytes),
         "Content-Disposition": f'attachment; filename="{safe_name}"'})

@@ -16,6 +16,8 @@ from service.api.errors import ApiError, from_validation
 T = TypeVar("T")
 _CURSOR = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 _JSON_TYPES = ("application/json", "text/plain", "application/octet-stream", "")
+# A JSON \u0000 escape (not an escaped backslash followed by "u0000"): Postgres text/jsonb cannot store NUL.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
     raw = await request.read()
     if not raw.strip():
         raw = b"{}"
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise ApiError(400, "Invalid request body: strings may not contain the NUL character (\\u0000).")
     decoder = _decoders.get(type_) or _decoders.setdefault(type_, msgspec.json.Decoder(type_))
     try:
         return decoder.decode(raw)
