@@ -13,9 +13,7 @@ import asyncpg
 import msgspec
 
 from events.store import RecordedEvent
-from events.types import (
-    AgentCreated, AgentUpdated, MessageCreated, MessageUpdated, ThreadUpdated,
-)
+from events.types import MessageCreated
 from projections.objects import assistant_from, file_from, message_from, thread_from
 
 _enc = msgspec.json.Encoder()
@@ -26,10 +24,9 @@ def _json(obj) -> str:
     return _enc.encode(obj).decode()
 
 
-def _patch(event, *drop: str) -> str:
-    """The changed fields of an *Updated event, as a jsonb object to merge into the row."""
-    fields = msgspec.structs.asdict(event)
-    return _json({k: v for k, v in fields.items() if k not in drop and v is not msgspec.UNSET})
+def _changes(event, *drop: str) -> dict:
+    """The fields an *Updated event carries (the ones that changed), to merge into the row."""
+    return {k: v for k, v in msgspec.structs.asdict(event).items() if k not in drop and v is not msgspec.UNSET}
 
 
 async def _agents_created(conn, evs):
@@ -42,12 +39,10 @@ async def _agents_created(conn, evs):
 async def _agents_updated(conn, evs):
     rows = []
     for e in evs:
-        ev: AgentUpdated = e.event
-        patch = msgspec.structs.asdict(ev)
-        if patch.get("response_format", msgspec.UNSET) is None:
-            patch["response_format"] = "auto"
-        rows.append((ev.agent_id, _json({k: v for k, v in patch.items()
-                                          if k != "agent_id" and v is not msgspec.UNSET})))
+        changes = _changes(e.event, "agent_id")
+        if "response_format" in changes and changes["response_format"] is None:
+            changes["response_format"] = "auto"   # the API shows a cleared format as "auto"
+        rows.append((e.event.agent_id, _json(changes)))
     await conn.executemany("UPDATE agents SET data = data || $2::jsonb WHERE id = $1", rows)
 
 
@@ -64,7 +59,7 @@ async def _threads_created(conn, evs):
 
 async def _threads_updated(conn, evs):
     await conn.executemany("UPDATE threads SET data = data || $2::jsonb WHERE id = $1",
-                           [(e.event.thread_id, _patch(e.event, "thread_id")) for e in evs])
+                           [(e.event.thread_id, _json(_changes(e.event, "thread_id"))) for e in evs])
 
 
 async def _threads_deleted(conn, evs):

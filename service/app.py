@@ -18,7 +18,7 @@ from projections.projector import project
 from service import database
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, error_response
-from service.api.http import Ctx
+from service.api.http import CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
 from service.auth import KeyCache
@@ -27,6 +27,7 @@ from service.domain.errors import DomainError
 from service.observability import current_trace_id
 
 log = structlog.get_logger("threadline.http")
+OPENAPI = web.AppKey("openapi", bytes)
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/"}
 DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
@@ -49,7 +50,7 @@ async def errors_middleware(request: web.Request, handler):
         or uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
-    request["request_id"] = request_id[:64]
+    request[REQUEST_ID] = request_id[:64]
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -68,7 +69,7 @@ async def errors_middleware(request: web.Request, handler):
     except Exception:  # noqa: BLE001 - the last line of defence: no stack trace ever reaches a client
         log.exception("unhandled_error", method=request.method, path=request.path)
         response = _error(500, "The server had an error while processing your request.", type_="server_error")
-    response.headers["x-request-id"] = request["request_id"]
+    response.headers["x-request-id"] = request[REQUEST_ID]
     log.info("request", method=request.method, path=request.path, status=response.status,
              ms=round((time.perf_counter() - started) * 1000, 2))
     return response
@@ -97,7 +98,7 @@ async def auth_middleware(request: web.Request, handler):
     if authorization[:7].lower() == "bearer ":
         key = authorization[7:].strip()
     key = key or request.headers.get("api-key", "").strip() or None
-    services: Services = request.app["tl"]
+    services: Services = request.app[SERVICES]
     principal = await services.keys.lookup(services.db, key) if key else None
     if principal is None:
         raise ApiError(401, "Incorrect API key provided." if key else
@@ -115,7 +116,7 @@ async def auth_middleware(request: web.Request, handler):
     structlog.contextvars.bind_contextvars(project=principal.project)
     if "thread_id" in request.match_info:
         structlog.contextvars.bind_contextvars(thread_id=request.match_info["thread_id"])
-    request["ctx"] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request["request_id"],
+    request[CTX] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request[REQUEST_ID],
                          trace_id=current_trace_id())
     return await handler(request)
 
@@ -123,14 +124,14 @@ async def auth_middleware(request: web.Request, handler):
 async def healthz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(2):
-            await request.app["tl"].db.fetchval("SELECT 1")
+            await request.app[SERVICES].db.fetchval("SELECT 1")
     except Exception:  # noqa: BLE001
         return _error(503, "Database unavailable.", type_="server_error", code="service_unavailable")
     return web.json_response({"status": "ok"})
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(body=request.app["openapi"], content_type="application/json")
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
 async def docs(request: web.Request) -> web.FileResponse:
@@ -144,14 +145,14 @@ async def root(request: web.Request) -> web.Response:
 def create_app(config: Config, database_url: str) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[errors_middleware, auth_middleware])
-    app["openapi"] = msgspec.json.encode(openapi_document())
+    app[OPENAPI] = msgspec.json.encode(openapi_document())
 
     async def lifecycle(app: web.Application):
         db = await database.connect(database_url, config.db_pool_size)
         await database.prepare(db)
         store = EventStore(db, project)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
-        app["tl"] = Services(config, db, store, actors, KeyCache())
+        app[SERVICES] = Services(config, db, store, actors, KeyCache())
         yield
         await actors.close()
         await store.close()

@@ -33,6 +33,7 @@ def _install_uvloop() -> None:
 async def _serve(config: Config, host: str, port: int) -> None:
     from aiohttp import web
 
+    from service.api.http import SERVICES
     from service.app import create_app
     from service.auth import bootstrap_default_project
 
@@ -40,7 +41,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
     app = create_app(config, url)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    async with app["tl"].db.acquire() as conn:
+    async with app[SERVICES].db.acquire() as conn:
         key = await bootstrap_default_project(conn)
     if key is not None:
         print("Created project 'default'. Its API key (shown once):", flush=True)

@@ -12,6 +12,7 @@ from events.store import EventStore
 from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
 from projections.projector import project
 from service import database
+from service.api.http import SERVICES
 from service.actors import ActorRegistry, SNAPSHOT_EVERY, load_thread
 from service.domain import thread
 from service.ids import new_id
@@ -149,7 +150,7 @@ async def test_two_service_processes_writing_one_thread(database_url, db):
 async def test_a_full_thread_activates_from_its_snapshot_and_refuses_one_more(app_client, db):
     """100,000 messages: activation reads the snapshot plus a short tail, never the whole
     stream, and the 100,001st message gets a clear 400."""
-    tl = app_client.app["tl"]
+    tl = app_client.app[SERVICES]
     key = await new_key(db, P)
     tid = new_id("thread_")
     messages = [message(tid, f"m{i}") for i in range(thread.MAX_MESSAGES)]

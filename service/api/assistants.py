@@ -10,7 +10,7 @@ from projections import queries
 from projections.objects import DeletionStatus, assistant_from
 from service.actors import execute
 from service.api.errors import not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import (
     CreateAssistantRequest, UpdateAssistantRequest, check_response_format, check_tools,
 )
@@ -32,20 +32,20 @@ async def create_assistant(request: web.Request, body: CreateAssistantRequest) -
         description=body.description, instructions=body.instructions, tools=body.tools,
         tool_resources=body.tool_resources or {}, metadata=body.metadata or {},
         temperature=body.temperature, top_p=body.top_p, response_format=body.response_format)
-    tl = request.app["tl"]
+    tl = services(request)
     await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
                   agent.CreateAgent(created), ctx.meta("create_assistant"))
     return json_ok(assistant_from(created))
 
 
 async def list_assistants(request: web.Request) -> web.Response:
-    page = await queries.list_agents(request.app["tl"].db, ctx_of(request).project, page_request(request))
+    page = await queries.list_agents(services(request).db, ctx_of(request).project, page_request(request))
     return raw_ok(page.to_json())
 
 
 async def get_assistant(request: web.Request) -> web.Response:
     agent_id = request.match_info["assistant_id"]
-    data = await queries.get_agent(request.app["tl"].db, ctx_of(request).project, agent_id)
+    data = await queries.get_agent(services(request).db, ctx_of(request).project, agent_id)
     if data is None:
         raise not_found("assistant", agent_id)
     return raw_ok(data)
@@ -63,7 +63,7 @@ async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -
         fields["metadata"] = {}
     if fields.get("tool_resources", msgspec.UNSET) is None:
         fields["tool_resources"] = {}
-    tl = request.app["tl"]
+    tl = services(request)
     await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
                   agent.UpdateAgent(ctx.project, AgentUpdated(agent_id=agent_id, **fields)),
                   ctx.meta("update_assistant"))
@@ -73,7 +73,7 @@ async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -
 async def delete_assistant(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     agent_id = request.match_info["assistant_id"]
-    tl = request.app["tl"]
+    tl = services(request)
     await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
                   agent.DeleteAgent(ctx.project), ctx.meta("delete_assistant"))
     return json_ok(DeletionStatus(id=agent_id, object="assistant.deleted"))

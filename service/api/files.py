@@ -19,7 +19,7 @@ from projections import queries
 from projections.objects import DeletionStatus, File, file_from
 from service.actors import execute
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.domain import file as file_domain
 from service.ids import new_id, now
 
@@ -36,7 +36,7 @@ def _stream(file_id: str) -> str:
 
 async def upload_file(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    tl = request.app["tl"]
+    tl = services(request)
     if request.content_type != "multipart/form-data":
         raise ApiError(415, "Files are uploaded as multipart/form-data with the parts 'purpose' and 'file'.")
     try:
@@ -99,13 +99,13 @@ async def _write_chunk(conn, file_id: str, seq: int, data: bytearray) -> None:
 
 async def list_files(request: web.Request) -> web.Response:
     purpose = request.query.get("purpose") or None
-    page = await queries.list_files(request.app["tl"].db, ctx_of(request).project, page_request(request), purpose)
+    page = await queries.list_files(services(request).db, ctx_of(request).project, page_request(request), purpose)
     return raw_ok(page.to_json())
 
 
 async def get_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    data = await queries.get_file(request.app["tl"].db, ctx_of(request).project, file_id)
+    data = await queries.get_file(services(request).db, ctx_of(request).project, file_id)
     if data is None:
         raise not_found("file", file_id)
     return raw_ok(data)
@@ -113,7 +113,7 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def download_file(request: web.Request) -> web.StreamResponse:
     file_id = request.match_info["file_id"]
-    db = request.app["tl"].db
+    db = services(request).db
     data = await queries.get_file(db, ctx_of(request).project, file_id)
     if data is None:
         raise not_found("file", file_id)
@@ -133,6 +133,6 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     file_id = request.match_info["file_id"]
-    await execute(request.app["tl"].store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
+    await execute(services(request).store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
                   file_domain.evolve, file_domain.DeleteFile(ctx.project), ctx.meta("delete_file"))
     return json_ok(DeletionStatus(id=file_id, object="file"))

@@ -14,6 +14,7 @@ from projections.queries import PageRequest
 from service.api.errors import ApiError, from_validation
 
 T = TypeVar("T")
+SERVICES = web.AppKey("services", object)
 _CURSOR = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 _JSON_TYPES = ("application/json", "text/plain", "application/octet-stream", "")
 # A JSON \u0000 escape (not an escaped backslash followed by "u0000"): Postgres text/jsonb cannot store NUL.
@@ -32,8 +33,17 @@ class Ctx:
                              trace_id=self.trace_id, causation=causation)
 
 
+CTX = web.RequestKey("ctx", Ctx)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 def ctx_of(request: web.Request) -> Ctx:
-    return request["ctx"]
+    return request[CTX]
+
+
+def services(request: web.Request):
+    """The running service's parts (pool, store, actors, config); see service.app.Services."""
+    return request.app[SERVICES]
 
 
 _decoders: dict[type, msgspec.json.Decoder] = {}

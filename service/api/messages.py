@@ -10,7 +10,7 @@ from events.types import (
 from projections import queries
 from projections.objects import DeletionStatus, message_from
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import (
     CreateMessageRequest, InputImageFile, InputImageUrl, InputText, UpdateMessageRequest,
 )
@@ -41,7 +41,7 @@ async def new_message(request: web.Request, thread_id: str, body: CreateMessageR
     wanted = [p.image_file.file_id for p in content if isinstance(p, ImageFilePart)]
     wanted += [a.file_id for a in attachments]
     if wanted:
-        found = await queries.files_exist(request.app["tl"].db, ctx_of(request).project, wanted)
+        found = await queries.files_exist(services(request).db, ctx_of(request).project, wanted)
         for file_id in wanted:
             if file_id not in found:
                 raise ApiError(400, f"No file found with id '{file_id}'.", param=param or None)
@@ -53,7 +53,7 @@ async def create_message(request: web.Request, body: CreateMessageRequest) -> we
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
     message = await new_message(request, thread_id, body)
-    await request.app["tl"].actors.ask(thread_id, thread.AddMessage(ctx.project, message),
+    await services(request).actors.ask(thread_id, thread.AddMessage(ctx.project, message),
                                        ctx.meta("create_message"))
     return json_ok(message_from(message))
 
@@ -62,7 +62,7 @@ async def list_messages(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
     page = page_request(request)
-    db = request.app["tl"].db
+    db = services(request).db
     if not await queries.thread_exists(db, ctx.project, thread_id):
         raise not_found("thread", thread_id)
     result = await queries.list_messages(db, ctx.project, thread_id, page, request.query.get("run_id") or None)
@@ -72,7 +72,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def get_message(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
-    db = request.app["tl"].db
+    db = services(request).db
     data = await queries.get_message(db, ctx.project, thread_id, message_id)
     if data is None:
         if not await queries.thread_exists(db, ctx.project, thread_id):
@@ -86,7 +86,7 @@ async def update_message(request: web.Request, body: UpdateMessageRequest) -> we
     thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
     if body.metadata is None:   # nothing to change
         return await get_message(request)
-    await request.app["tl"].actors.ask(
+    await services(request).actors.ask(
         thread_id, thread.UpdateMessage(ctx.project, message_id, body.metadata, message_exists=False),
         ctx.meta("update_message"))
     return await get_message(request)
@@ -95,6 +95,6 @@ async def update_message(request: web.Request, body: UpdateMessageRequest) -> we
 async def delete_message(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
-    await request.app["tl"].actors.ask(
+    await services(request).actors.ask(
         thread_id, thread.DeleteMessage(ctx.project, message_id, message_exists=False), ctx.meta("delete_message"))
     return json_ok(DeletionStatus(id=message_id, object="thread.message.deleted"))

@@ -9,7 +9,7 @@ from events.types import ThreadCreated
 from projections import queries
 from projections.objects import DeletionStatus, thread_from
 from service.api.errors import not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok
+from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.messages import new_message
 from service.api.requests import CreateThreadRequest, UpdateThreadRequest
 from service.domain import thread
@@ -22,18 +22,18 @@ async def create_thread(request: web.Request, body: CreateThreadRequest) -> web.
     created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
                             metadata=body.metadata or {}, tool_resources=body.tool_resources or {})
     messages = [await new_message(request, thread_id, m, f"messages[{i}]") for i, m in enumerate(body.messages)]
-    await request.app["tl"].actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread"))
+    await services(request).actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread"))
     return json_ok(thread_from(created))
 
 
 async def list_threads(request: web.Request) -> web.Response:
-    page = await queries.list_threads(request.app["tl"].db, ctx_of(request).project, page_request(request))
+    page = await queries.list_threads(services(request).db, ctx_of(request).project, page_request(request))
     return raw_ok(page.to_json())
 
 
 async def get_thread(request: web.Request) -> web.Response:
     thread_id = request.match_info["thread_id"]
-    data = await queries.get_thread(request.app["tl"].db, ctx_of(request).project, thread_id)
+    data = await queries.get_thread(services(request).db, ctx_of(request).project, thread_id)
     if data is None:
         raise not_found("thread", thread_id)
     return raw_ok(data)
@@ -47,7 +47,7 @@ async def update_thread(request: web.Request, body: UpdateThreadRequest) -> web.
         changes["metadata"] = body.metadata or {}
     if body.tool_resources is not msgspec.UNSET:
         changes["tool_resources"] = body.tool_resources or {}
-    await request.app["tl"].actors.ask(thread_id, thread.UpdateThread(ctx.project, **changes),
+    await services(request).actors.ask(thread_id, thread.UpdateThread(ctx.project, **changes),
                                        ctx.meta("update_thread"))
     return await get_thread(request)
 
@@ -55,5 +55,5 @@ async def update_thread(request: web.Request, body: UpdateThreadRequest) -> web.
 async def delete_thread(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
-    await request.app["tl"].actors.ask(thread_id, thread.DeleteThread(ctx.project), ctx.meta("delete_thread"))
+    await services(request).actors.ask(thread_id, thread.DeleteThread(ctx.project), ctx.meta("delete_thread"))
     return json_ok(DeletionStatus(id=thread_id, object="thread.deleted"))
