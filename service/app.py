@@ -117,7 +117,7 @@ async def auth_middleware(request: web.Request, handler):
     if "thread_id" in request.match_info:
         structlog.contextvars.bind_contextvars(thread_id=request.match_info["thread_id"])
     request[CTX] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request[REQUEST_ID],
-                         trace_id=current_trace_id())
+                         trace_id=current_trace_id(request.headers.get("traceparent")))
     return await handler(request)
 
 

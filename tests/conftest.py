@@ -15,8 +15,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import json as _json
+
 import asyncpg
 import pytest
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from service import database
@@ -99,31 +102,52 @@ async def new_key(db, project: str | None = None) -> str:
     return key
 
 
-@pytest.fixture
-async def api(app_client, db):
-    """An HTTP helper bound to a fresh project (so tests never see each other's objects)."""
-    return Api(app_client, await new_key(db))
+class Client:
+    """HTTP calls to the app under one mount prefix, authenticated with one key."""
 
+    def __init__(self, http, key: str | None, prefix: str = "/v1", api_version: str | None = None):
+        self.http, self.key, self.prefix, self.api_version = http, key, prefix, api_version
 
-class Api:
-    def __init__(self, client: TestClient, key: str, prefix: str = "/v1"):
-        self.client, self.key, self.prefix = client, key, prefix
-
-    def headers(self, extra=None):
-        return {"Authorization": f"Bearer {self.key}", **(extra or {})}
+    async def raw(self, method: str, path: str, *, json=None, data=None, params=None, headers=None, auth=True):
+        """(status, body bytes, headers)"""
+        params = dict(params or {})
+        if self.api_version:
+            params["api-version"] = self.api_version
+        h = {"Authorization": f"Bearer {self.key}"} if auth and self.key else {}
+        resp = await self.http.request(method, self.prefix + path, json=json, data=data, params=params,
+                                       headers={**h, **(headers or {})})
+        return resp.status, await resp.read(), resp.headers
 
     async def call(self, method: str, path: str, json=None, **kw):
-        """Returns (status, parsed JSON body)."""
-        resp = await self.client.request(method, self.prefix + path, json=json,
-                                         headers=self.headers(kw.pop("headers", None)), **kw)
-        body = await resp.read()
-        import json as _json
-        return resp.status, (_json.loads(body) if body else None)
+        """(status, parsed JSON); never a 5xx, always JSON."""
+        status, body, headers = await self.raw(method, path, json=json, **kw)
+        assert status < 500, (status, body)
+        assert headers["Content-Type"].startswith("application/json"), (status, headers, body)
+        return status, _json.loads(body)
 
     async def ok(self, method: str, path: str, json=None, **kw):
         status, body = await self.call(method, path, json, **kw)
         assert status == 200, (status, body)
         return body
+
+    async def upload(self, data: bytes, filename: str = "f.txt", purpose: str = "assistants",
+                     content_type: str | None = None):
+        form = FormData()
+        form.add_field("purpose", purpose)
+        form.add_field("file", data, filename=filename, content_type=content_type)
+        return await self.ok("POST", "/files", data=form)
+
+
+@pytest.fixture
+async def project(db):
+    """A fresh project: (name, key), so tests never see each other's objects."""
+    name = f"proj-{uuid.uuid4().hex[:10]}"
+    return name, await new_key(db, name)
+
+
+@pytest.fixture
+def client(app_client, project):
+    return Client(app_client, project[1])
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 import conftest
-from conftest import new_key
+from conftest import Client, new_key
 from service.app import create_app
 from service.auth import digest
 
@@ -21,32 +21,6 @@ PREFIXES = ["", "/v1", "/openai", "/api/projects/{project}"]
 
 # --- helpers -------------------------------------------------------------------------------------
 
-class Client:
-    def __init__(self, http, key: str | None, prefix: str = "/v1"):
-        self.http, self.key, self.prefix = http, key, prefix
-
-    async def raw(self, method, path, *, json=None, data=None, params=None, headers=None, auth=True):
-        h = {"Authorization": f"Bearer {self.key}"} if auth and self.key else {}
-        resp = await self.http.request(method, self.prefix + path, json=json, data=data, params=params,
-                                       headers={**h, **(headers or {})})
-        return resp.status, await resp.read(), resp.headers
-
-    async def call(self, method, path, json=None, **kw):
-        status, body, headers = await self.raw(method, path, json=json, **kw)
-        assert status < 500, (status, body)
-        assert headers["Content-Type"].startswith("application/json"), (status, headers, body)
-        return status, jsonlib.loads(body)
-
-    async def ok(self, method, path, json=None, **kw):
-        status, body = await self.call(method, path, json, **kw)
-        assert status == 200, (status, body)
-        return body
-
-    async def upload(self, data: bytes, filename="f.txt", purpose="assistants"):
-        form = FormData()
-        form.add_field("purpose", purpose)
-        form.add_field("file", data, filename=filename)
-        return await self.ok("POST", "/files", data=form)
 
 
 def envelope(status, body, expected_status, *, message=None, contains=None, param="any", code=None,
@@ -77,17 +51,6 @@ async def expect(c: Client, method, path, json=None, status=400, **kw):
 
 def raw_json(c: Client, method, path, data: bytes, content_type="application/json"):
     return c.call(method, path, data=data, headers={"Content-Type": content_type})
-
-
-@pytest.fixture
-async def project(db):
-    name = f"proj-{uuid.uuid4().hex[:10]}"
-    return name, await new_key(db, name)
-
-
-@pytest.fixture
-def client(app_client, project):
-    return Client(app_client, project[1])
 
 
 @pytest.fixture

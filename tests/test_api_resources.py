@@ -12,7 +12,7 @@ import uuid
 import pytest
 from aiohttp import FormData
 
-from conftest import new_key
+from conftest import Client, new_key
 
 MiB = 1 << 20
 PREFIXES = ["", "/v1", "/openai", "/api/projects/{project}"]
@@ -29,41 +29,6 @@ LIST_KEYS = {"object", "data", "first_id", "last_id", "has_more"}
 
 # --- helpers -------------------------------------------------------------------------------------
 
-class Client:
-    """Requests under one mount prefix, with an optional api-version on every call."""
-
-    def __init__(self, http, key: str, prefix: str = "/v1", api_version: str | None = None):
-        self.http, self.key, self.prefix, self.api_version = http, key, prefix, api_version
-
-    def _params(self, params):
-        merged = dict(params or {})
-        if self.api_version:
-            merged["api-version"] = self.api_version
-        return merged
-
-    async def raw(self, method: str, path: str, *, json=None, data=None, params=None, headers=None):
-        resp = await self.http.request(method, self.prefix + path, json=json, data=data,
-                                       params=self._params(params),
-                                       headers={"Authorization": f"Bearer {self.key}", **(headers or {})})
-        return resp.status, await resp.read(), resp.headers
-
-    async def call(self, method: str, path: str, json=None, **kw):
-        status, body, headers = await self.raw(method, path, json=json, **kw)
-        assert status < 500, (status, body)
-        assert headers["Content-Type"].startswith("application/json"), headers
-        return status, jsonlib.loads(body)
-
-    async def ok(self, method: str, path: str, json=None, **kw):
-        status, body = await self.call(method, path, json, **kw)
-        assert status == 200, (status, body)
-        return body
-
-    async def upload(self, data: bytes, filename: str = "hello.txt", purpose: str = "assistants",
-                     content_type: str | None = None):
-        form = FormData()
-        form.add_field("purpose", purpose)
-        form.add_field("file", data, filename=filename, content_type=content_type)
-        return await self.ok("POST", "/files", data=form)
 
 
 def assert_timestamp(value):
@@ -84,17 +49,6 @@ def assert_page(page, ids, has_more):
     assert page["first_id"] == (ids[0] if ids else None)
     assert page["last_id"] == (ids[-1] if ids else None)
     assert page["has_more"] is has_more
-
-
-@pytest.fixture
-async def project(db):
-    name = f"proj-{uuid.uuid4().hex[:10]}"
-    return name, await new_key(db, name)
-
-
-@pytest.fixture
-def client(app_client, project):
-    return Client(app_client, project[1])
 
 
 @pytest.fixture(params=[(p, v) for p in PREFIXES for v in API_VERSIONS],

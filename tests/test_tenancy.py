@@ -10,35 +10,11 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import FormData
 
-from conftest import new_key
+from conftest import Client, new_key
 
 PREFIXES = ["", "/v1", "/openai", "/api/projects/{project}"]
 
 
-class Client:
-    def __init__(self, http, key: str, prefix: str = "/v1"):
-        self.http, self.key, self.prefix = http, key, prefix
-
-    async def raw(self, method, path, *, json=None, data=None, params=None, headers=None):
-        resp = await self.http.request(method, self.prefix + path, json=json, data=data, params=params,
-                                       headers={"Authorization": f"Bearer {self.key}", **(headers or {})})
-        return resp.status, await resp.read()
-
-    async def call(self, method, path, json=None, **kw):
-        status, body = await self.raw(method, path, json=json, **kw)
-        assert status < 500, (status, body)
-        return status, jsonlib.loads(body)
-
-    async def ok(self, method, path, json=None, **kw):
-        status, body = await self.call(method, path, json, **kw)
-        assert status == 200, (status, body)
-        return body
-
-    async def upload(self, data: bytes, filename="f.txt", purpose="assistants"):
-        form = FormData()
-        form.add_field("purpose", purpose)
-        form.add_field("file", data, filename=filename)
-        return await self.ok("POST", "/files", data=form)
 
 
 def assert_error(status, body, expected_status, message):
