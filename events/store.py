@@ -8,7 +8,7 @@ waiter only after COMMIT. UNIQUE(stream, version) in the database is the last wo
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -116,17 +116,18 @@ async def write_appends(
 @dataclass(slots=True)
 class _Waiting:
     append: Append
-    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future
 
 
 class EventStore:
     def __init__(self, pool: asyncpg.Pool, on_append: OnAppend | None = None, *,
-                 flushers: int = 2, max_batch: int = 256):
+                 flushers: int = 4, max_batch: int = 256):
         self.pool = pool
         self.on_append = on_append
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._flushers = [asyncio.create_task(self._flush_loop()) for _ in range(flushers)]
 
     async def close(self) -> None:
@@ -139,13 +140,13 @@ class EventStore:
     async def append(self, stream: str, expected_version: int, events: Sequence[Event],
                      metadata: EventMetadata = EventMetadata()) -> list[RecordedEvent]:
         """Append after `expected_version`; returns once committed. Raises VersionConflict."""
-        waiting = _Waiting(Append(stream, expected_version, events, metadata))
+        waiting = _Waiting(Append(stream, expected_version, events, metadata), self._loop.create_future())
         # If our caller is cancelled the outcome is still set; mark it seen so nothing warns.
         waiting.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._waiting.append(waiting)
         self._wakeup.set()
-        # The commit goes on even if our caller gives up: an append is never half done.
-        return await asyncio.shield(waiting.future)
+        # If our caller gives up, the flusher still commits or fails the whole batch: never half.
+        return await waiting.future
 
     async def _flush_loop(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -43,19 +44,16 @@ class ThreadActor:
         self.state: thread_domain.ThreadState | None = None
         self.mailbox: asyncio.Queue = asyncio.Queue()
         self.busy = False
+        self.last_active = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"actor:{thread_id}")
 
+    @property
+    def idle(self) -> bool:
+        return not self.busy and self.mailbox.empty()
+
     async def _run(self) -> None:
-        idle = self.registry.idle_timeout
         while True:
-            try:
-                async with asyncio.timeout(idle):
-                    cmd, meta, fut = await self.mailbox.get()
-            except TimeoutError:
-                if self.mailbox.empty():   # no await between this check and leaving the registry
-                    self.registry._forget(self)
-                    return
-                continue
+            cmd, meta, fut = await self.mailbox.get()
             if fut.done():                 # the caller gave up before we started: nothing to undo
                 continue
             self.busy = True
@@ -66,6 +64,7 @@ class ThreadActor:
                     fut.set_exception(exc)
             finally:
                 self.busy = False
+                self.last_active = time.monotonic()
 
     async def _handle(self, cmd: Any, meta: EventMetadata) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
         store = self.registry.store
@@ -139,6 +138,8 @@ class ActorRegistry:
         self.idle_timeout = idle_timeout
         self.max_actors = max_actors
         self._actors: OrderedDict[str, ThreadActor] = OrderedDict()
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = asyncio.create_task(self._passivate_idle())
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -155,22 +156,30 @@ class ActorRegistry:
 
     def _evict_idle(self) -> None:
         for tid, actor in self._actors.items():   # least recently used first
-            if not actor.busy and actor.mailbox.empty():
-                del self._actors[tid]
-                actor.task.cancel()
+            if actor.idle:
+                self._passivate(tid)
                 return
 
-    def _forget(self, actor: ThreadActor) -> None:
-        if self._actors.get(actor.thread_id) is actor:
-            del self._actors[actor.thread_id]
+    def _passivate(self, thread_id: str) -> None:
+        # Synchronous with ask(): no command can slip into a mailbox being thrown away.
+        self._actors.pop(thread_id).task.cancel()
+
+    async def _passivate_idle(self) -> None:
+        """One timer for all actors, not one per command."""
+        while True:
+            await asyncio.sleep(min(max(self.idle_timeout / 4, 0.01), 30.0))
+            cutoff = time.monotonic() - self.idle_timeout
+            for tid in [t for t, a in self._actors.items() if a.idle and a.last_active <= cutoff]:
+                self._passivate(tid)
 
     async def ask(self, thread_id: str, cmd: Any, meta: EventMetadata = EventMetadata()
                   ) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
-        fut = asyncio.get_running_loop().create_future()
+        fut = self._loop.create_future()
         self._activate(thread_id).mailbox.put_nowait((cmd, meta, fut))
         return await fut
 
     async def close(self) -> None:
+        self._sweeper.cancel()
         actors = list(self._actors.values())
         self._actors.clear()
         for a in actors:

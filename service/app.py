@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,11 @@ DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistErro
              ConnectionError, OSError, asyncio.TimeoutError)
 
 
+# Request ids need to be unique, not secret: a counter and a per-process tag avoid a syscall each.
+_request_numbers = itertools.count(1)
+_process_tag = os.urandom(4).hex()
+
+
 @dataclass
 class Services:
     config: Config
@@ -47,7 +53,7 @@ class Services:
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
     request_id = request.headers.get("x-request-id") or request.headers.get("x-ms-client-request-id") \
-        or uuid.uuid4().hex
+        or f"req_{next(_request_numbers):x}{_process_tag}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
     request[REQUEST_ID] = request_id[:64]

@@ -6,12 +6,20 @@ import logging
 import os
 import sys
 
+import msgspec
 import structlog
+
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def _dumps(obj, **_) -> str:
+    return _encoder.encode(obj).decode()
 
 
 def configure_logging(fmt: str = "auto") -> None:
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    renderer = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

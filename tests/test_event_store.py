@@ -179,3 +179,24 @@ async def test_snapshot_roundtrip_keeps_the_newest(store):
     await store.save_snapshot("thread-snap", 400, 1, b'{"v": 400}')
     assert await store.load_snapshot("thread-snap", 1) == (500, b'{"v": 500}')
     assert await store.load_snapshot("thread-snap", 2) is None
+
+
+async def test_migrations_are_safe_twice_and_from_two_processes_at_once(server_url):
+    from conftest import fresh_database
+    from events.migrate import migrate
+    from service.database import threadline_migrations
+
+    url = await fresh_database(server_url)
+    files = threadline_migrations()
+    conns = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(migrate(c, files) for c in conns[:2]))
+        # One starter applied everything, the other found it done; nothing ran twice.
+        assert sorted(map(len, applied)) == [0, len(files)]
+        assert await migrate(conns[2], files) == []
+        names = [r[0] for r in await conns[2].fetch("SELECT name FROM schema_migrations ORDER BY name")]
+        assert names == sorted(name for name, _ in files)
+        assert await conns[2].fetchval("SELECT count(*) FROM events") == 0
+    finally:
+        for c in conns:
+            await c.close()

@@ -6,18 +6,21 @@ CREATE FUNCTION append_events(
 ) RETURNS TABLE (event_position bigint, event_recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    gap record;
+    head record;
 BEGIN
-    SELECT s.stream, s.first_version INTO gap
-    FROM (SELECT u.stream, min(u.version) AS first_version
-          FROM unnest(_streams, _versions) AS u(stream, version) GROUP BY u.stream) s
-    WHERE s.first_version > 1
-      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream = s.stream AND e.version = s.first_version - 1)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'stream % has no version %', gap.stream, gap.first_version - 1
-            USING ERRCODE = 'unique_violation';
-    END IF;
+    -- One unique-index probe per stream; a set-based anti-join here gets planned as a scan of the
+    -- whole log while the table's statistics are still those of an empty table.
+    FOR head IN
+        SELECT u.stream, min(u.version) AS first_version
+        FROM unnest(_streams, _versions) AS u(stream, version) GROUP BY u.stream
+    LOOP
+        IF head.first_version > 1 AND NOT EXISTS (
+            SELECT 1 FROM events e WHERE e.stream = head.stream AND e.version = head.first_version - 1
+        ) THEN
+            RAISE EXCEPTION 'stream % has no version %', head.stream, head.first_version - 1
+                USING ERRCODE = 'unique_violation';
+        END IF;
+    END LOOP;
 
     RETURN QUERY
     INSERT INTO events (stream, version, type, data, metadata)
