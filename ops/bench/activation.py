@@ -97,7 +97,7 @@ async def main(args) -> list[tuple[str, float, float, str]]:
 def report(rows) -> str:
     out = ["| figure | value | baseline | ratio | baseline is |", "|---|---|---|---|---|"]
     for name, value, base, what in rows:
-        out.append(f"| {name} | {value:.3f} | {base:.3f} | {value / base:.3f} | {what} |")
+        out.append(f"| {name} | {value:.3f} | {base:.3f} | {value / base:.3g} | {what} |")
     return "\n".join(out)
 
 
@@ -112,3 +112,15 @@ if __name__ == "__main__":
         pass
     table = report(asyncio.run(main(parser.parse_args())))
     print(table)
+    import platform
+    from results import write_section
+    write_section("activation", f"""## Activation and deep pages (`ops/bench/activation.py`)
+
+A thread with 100,000 messages: activating its actor (latest snapshot plus the events after it)
+against replaying the whole stream, and listing a 20-message page at its start, middle and end
+against the first page of a 10-message thread. Medians. Reproduce with
+`.venv/bin/python ops/bench/activation.py`.
+
+{table}
+
+Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.""")

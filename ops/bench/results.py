@@ -1,0 +1,28 @@
+"""RESULTS.md is shared by every benchmark: each one rewrites only its own marked section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmarks\n\nEvery figure is measured against a baseline in the same run, on the same machine.\n"
+
+
+def read_section(name: str) -> str:
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    if start in text and end in text:
+        return text.split(start, 1)[1].split(end, 1)[0]
+    return text if name == "appends" and "## Message appends" in text else ""
+
+
+def write_section(name: str, body: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
