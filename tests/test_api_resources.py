@@ -7,12 +7,10 @@ import json as jsonlib
 import math
 import random
 import time
-import uuid
 
 import pytest
-from aiohttp import FormData
 
-from conftest import Client, new_key
+from conftest import Client
 
 MiB = 1 << 20
 PREFIXES = ["", "/v1", "/openai", "/api/projects/{project}"]

@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from conftest import ROOT, fresh_database, free_port

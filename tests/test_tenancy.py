@@ -3,7 +3,6 @@ on every endpoint and under every mount prefix, and A's objects are unchanged af
 
 from __future__ import annotations
 
-import json as jsonlib
 import uuid
 from dataclasses import dataclass
 
