@@ -45,6 +45,7 @@ _process_tag = os.urandom(4).hex()
 class Services:
     config: Config
     db: asyncpg.Pool
+    uploads: asyncpg.Pool   # apart from `db`: a slow uploader must not starve the API
     store: EventStore
     actors: ActorRegistry
     keys: KeyCache
@@ -156,12 +157,14 @@ def create_app(config: Config, database_url: str) -> web.Application:
     async def lifecycle(app: web.Application):
         db = await database.connect(database_url, config.db_pool_size)
         await database.prepare(db)
+        uploads = await database.connect(database_url, config.upload_connections)
         store = EventStore(db, project)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
-        app[SERVICES] = Services(config, db, store, actors, KeyCache())
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache())
         yield
         await actors.close()
         await store.close()
+        await uploads.close()
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)

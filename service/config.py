@@ -26,6 +26,7 @@ class Config:
     actor_idle_seconds: float
     max_actors: int
     db_pool_size: int
+    upload_connections: int
     log_format: str
 
     @classmethod
@@ -38,5 +39,6 @@ class Config:
             actor_idle_seconds=_float("THREADLINE_ACTOR_IDLE_SECONDS", 300.0),
             max_actors=_int("THREADLINE_MAX_ACTORS", 10_000),
             db_pool_size=_int("THREADLINE_DB_POOL_SIZE", 16),
+            upload_connections=_int("THREADLINE_UPLOAD_CONNECTIONS", 4),
             log_format=os.environ.get("THREADLINE_LOG_FORMAT", "auto"),
         )

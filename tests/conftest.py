@@ -81,7 +81,7 @@ async def db(database_url):
 def test_config(**overrides) -> Config:
     base = dict(database_url=None, data_dir=Path(tempfile.gettempdir()), max_body_bytes=8 * 1024 * 1024,
                 max_file_bytes=512 * 1024 * 1024, actor_idle_seconds=300.0, max_actors=10_000,
-                db_pool_size=8, log_format="json")
+                db_pool_size=8, upload_connections=2, log_format="json")
     base.update(overrides)
     return Config(**base)
 

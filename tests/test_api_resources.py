@@ -3,6 +3,7 @@ the objects of wire-api §3, and pagination exactly as §2.5 (both the Azure and
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import math
 import random
@@ -617,3 +618,38 @@ async def test_lists_are_per_thread(client):
     # a cursor from another thread only positions the page: it does not leak that thread's messages
     page = await client.ok("GET", p2, params={"after": m1[0], "order": "asc"})
     assert {o["id"] for o in page["data"]} <= set(m2)
+
+
+async def test_a_stalled_upload_does_not_block_the_api(database_url, db):
+    """Uploads hold their own connection while streaming: with a one-connection API pool, other
+    requests still run while an upload waits for its client, and the upload then completes."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from conftest import new_key, test_config
+    from service.app import create_app
+
+    app = create_app(test_config(db_pool_size=1, upload_connections=1), database_url)
+    async with TestClient(TestServer(app)) as http:
+        c = Client(http, await new_key(db))
+        release = asyncio.Event()
+        boundary = "stall-boundary"
+
+        async def body():
+            yield (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+                   f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.txt"\r\n\r\n'
+                   "first half ").encode()
+            await release.wait()
+            yield f"second half\r\n--{boundary}--\r\n".encode()
+
+        upload = asyncio.create_task(c.raw("POST", "/files", data=body(),
+                                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        for i in range(10):
+            thread = await asyncio.wait_for(c.ok("POST", "/threads", {"metadata": {"i": str(i)}}), 10)
+            assert (await asyncio.wait_for(c.ok("GET", f"/threads/{thread['id']}"), 10))["id"] == thread["id"]
+        assert not upload.done()
+        release.set()
+        status, raw, _ = await asyncio.wait_for(upload, 10)
+        assert status == 200, raw
+        file = jsonlib.loads(raw)
+        assert file["bytes"] == len(b"first half second half")
+        assert (await c.raw("GET", f"/files/{file['id']}/content"))[1] == b"first half second half"

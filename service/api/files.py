@@ -47,7 +47,7 @@ async def upload_file(request: web.Request) -> web.Response:
     purpose = filename = named = None
     size = 0
     sha = hashlib.sha256()
-    async with tl.db.acquire() as conn, conn.transaction():
+    async with tl.uploads.acquire() as conn, conn.transaction():
         try:
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):   # a nested multipart body
