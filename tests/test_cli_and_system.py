@@ -187,3 +187,26 @@ async def test_traces_are_exported_over_otlp_when_an_endpoint_is_configured(data
     finally:
         svc.stop()
         await runner.cleanup()
+
+
+async def test_logs_are_json_lines_bound_to_request_project_and_thread(service, db):
+    from conftest import new_key
+
+    key = await new_key(db, "log-binding")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+        async with http.post(service.url + "/v1/threads", json={}) as r:
+            thread_id = (await r.json())["id"]
+        async with http.post(f"{service.url}/v1/threads/{thread_id}/messages", json={"role": "user", "content": "x"},
+                             headers={"x-request-id": "req-log-test"}) as r:
+            assert r.status == 200 and r.headers["x-request-id"] == "req-log-test"
+    import json
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in Path(service.log.name).read_text().splitlines() if line.startswith("{")]
+        mine = [e for e in lines if e.get("request_id") == "req-log-test"]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert mine, "no log line for the request"
+    assert mine[-1]["project"] == "log-binding" and mine[-1]["thread_id"] == thread_id
+    assert mine[-1]["status"] == 200 and mine[-1]["level"] == "info"
