@@ -62,38 +62,34 @@ async def errors_middleware(request: web.Request, handler):
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = _error(exc.status, exc.body.message, param=exc.body.param, code=exc.body.code, type_=exc.body.type)
+        response = exc.response()
     except DomainError as exc:
-        response = _error(exc.status, exc.message, param=exc.param, code=exc.code)
+        response = error_response(exc.status, exc.message, param=exc.param, code=exc.code)
     except web.HTTPException as exc:
         response = _http_error(request, exc)
     except asyncio.CancelledError:
         raise
     except DB_ERRORS:
         log.warning("database_unavailable", exc_info=True)
-        response = _error(503, "The service is temporarily unable to reach its database. Please retry.",
+        response = error_response(503, "The service is temporarily unable to reach its database. Please retry.",
                           type_="server_error", code="service_unavailable")
     except Exception:  # noqa: BLE001 - the last line of defence: no stack trace ever reaches a client
         log.exception("unhandled_error", method=request.method, path=request.path)
-        response = _error(500, "The server had an error while processing your request.", type_="server_error")
+        response = error_response(500, "The server had an error while processing your request.", type_="server_error")
     response.headers["x-request-id"] = request[REQUEST_ID]
     log.info("request", method=request.method, path=request.path, status=response.status,
              ms=round((time.perf_counter() - started) * 1000, 2))
     return response
 
 
-def _error(status, message, **kw) -> web.Response:
-    return error_response(status, message, **kw)
-
-
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     if exc.status == 404:
-        return _error(404, f"Invalid URL ({request.method} {request.path})")
+        return error_response(404, f"Invalid URL ({request.method} {request.path})")
     if exc.status == 405:
-        return _error(405, f"Method {request.method} is not allowed for {request.path}.")
+        return error_response(405, f"Method {request.method} is not allowed for {request.path}.")
     if exc.status == 413:
-        return _error(413, "Request body is too large.", code="request_too_large")
-    return _error(exc.status, exc.reason or "Bad request.")
+        return error_response(413, "Request body is too large.", code="request_too_large")
+    return error_response(exc.status, exc.reason or "Bad request.")
 
 
 @web.middleware
@@ -133,7 +129,7 @@ async def healthz(request: web.Request) -> web.Response:
         async with asyncio.timeout(2):
             await request.app[SERVICES].db.fetchval("SELECT 1")
     except Exception:  # noqa: BLE001
-        return _error(503, "Database unavailable.", type_="server_error", code="service_unavailable")
+        return error_response(503, "Database unavailable.", type_="server_error", code="service_unavailable")
     return web.json_response({"status": "ok"})
 
 

@@ -115,23 +115,10 @@ def child_plain_server(argv: list[str]) -> None:
 
 
 RAW_SCHEMA = "threadline_bench"
-RAW_DDL = f"""
-DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE;
-CREATE SCHEMA {RAW_SCHEMA};
--- The same shape as Threadline's `events` table (events/sql/0001_events.sql).
-CREATE TABLE {RAW_SCHEMA}.events (
-    position    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    stream      text COLLATE "C" NOT NULL,
-    version     integer NOT NULL CHECK (version > 0),
-    type        text NOT NULL,
-    data        jsonb NOT NULL,
-    metadata    jsonb NOT NULL DEFAULT '{{}}',
-    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    xid         xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    UNIQUE (stream, version)
-);
-CREATE INDEX events_xid_position ON {RAW_SCHEMA}.events (xid, position);
-"""
+# Baseline (b) inserts into a table made by Threadline's own migration, in a schema of its own.
+RAW_DDL = (f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE; CREATE SCHEMA {RAW_SCHEMA}; "
+           f"SET search_path TO {RAW_SCHEMA};\n" + (ROOT / "events" / "sql" / "0001_events.sql").read_text()
+           + "\nRESET search_path;\n")
 
 
 def child_raw_inserts(argv: list[str]) -> None:

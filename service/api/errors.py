@@ -23,17 +23,17 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  type_: str | None = None):
         super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(message=message, param=param, code=code,
-                              type=type_ or ("server_error" if status >= 500 else "invalid_request_error"))
+        self.status, self.message, self.param, self.code, self.type_ = status, message, param, code, type_
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.message, param=self.param, code=self.code, type_=self.type_)
 
 
-def error_response(status: int, message: str, *, param=None, code=None, type_=None,
-                   headers: dict | None = None) -> web.Response:
+def error_response(status: int, message: str, *, param=None, code=None, type_=None) -> web.Response:
     body = ErrorBody(message=message, param=param, code=code,
                      type=type_ or ("server_error" if status >= 500 else "invalid_request_error"))
     return web.Response(status=status, body=msgspec.json.encode(ErrorEnvelope(body)),
-                        content_type="application/json", headers=headers)
+                        content_type="application/json")
 
 
 def not_found(kind: str, id_: str) -> ApiError:
