@@ -1,8 +1,9 @@
 """The Postgres event store: append with optimistic concurrency, read a stream, read everything.
 
 Appends from many actors are committed together (group commit): a few flusher tasks each take
-whatever is waiting, write it in one transaction with the read-model updates, and answer every
-waiter only after COMMIT. UNIQUE(stream, version) in the database is the last word on conflicts.
+whatever is waiting, write it with the read-model updates in one statement (one transaction, one
+round trip), and answer every waiter only after COMMIT. UNIQUE(stream, version) in the database
+is the last word on conflicts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -62,12 +63,25 @@ class Checkpoint(msgspec.Struct, frozen=True):
     position: int = 0
 
 
-# Called inside the append transaction with every event just written: the read models.
-OnAppend = Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Read models written by the append's own statement, so events and read models commit
+    together in one round trip: `changes(events)` encodes them as one JSON document, which the
+    SQL function named `function` applies."""
+    function: str
+    changes: Callable[[Sequence[Event]], str]
+
 
 _metadata_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(EventMetadata)
 _COLUMNS = "position, stream, version, type, data::text, metadata::text, recorded_at"
+_APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::jsonb[], $5::jsonb[])"
+
+
+def _append_sql(projection: Projection | None) -> str:
+    if projection is None:
+        return _APPEND
+    return f"WITH projected AS MATERIALIZED (SELECT {projection.function}($6::jsonb)) {_APPEND} CROSS JOIN projected"
 
 
 def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
@@ -79,10 +93,10 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
 
 
 async def write_appends(
-    conn: asyncpg.Connection, appends: Sequence[Append], on_append: OnAppend | None
+    conn: asyncpg.Connection, appends: Sequence[Append], projection: Projection | None
 ) -> list[list[RecordedEvent]]:
-    """Write the appends in the caller's transaction, then the read models. One round trip each."""
-    streams, versions, types, data, metas = [], [], [], [], []
+    """Write the appends and their read models in one statement (in the caller's transaction, if any)."""
+    streams, versions, types, data, metas, flat = [], [], [], [], [], []
     for a in appends:
         meta = _metadata_encoder.encode(a.metadata).decode()
         for i, ev in enumerate(a.events, start=a.expected_version + 1):
@@ -91,25 +105,21 @@ async def write_appends(
             types.append(type(ev).__name__)
             data.append(encode_event(ev))
             metas.append(meta)
+            flat.append(ev)
+    args = [streams, versions, types, data, metas]
+    if projection is not None:
+        args.append(projection.changes(flat))
     with tracer.start_as_current_span("events.append") as span:
         span.set_attribute("events.count", len(streams))
-        rows = await conn.fetch(
-            "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::jsonb[], $5::jsonb[])",
-            streams, versions, types, data, metas,
-        )
+        rows = await conn.fetch(_append_sql(projection), *args)
     out: list[list[RecordedEvent]] = []
-    flat: list[RecordedEvent] = []
     k = 0
     for a in appends:
         recorded = []
         for i, ev in enumerate(a.events, start=a.expected_version + 1):
-            r = RecordedEvent(rows[k][0], a.stream, i, type(ev).__name__, ev, a.metadata, rows[k][1])
-            recorded.append(r)
+            recorded.append(RecordedEvent(rows[k][0], a.stream, i, type(ev).__name__, ev, a.metadata, rows[k][1]))
             k += 1
         out.append(recorded)
-        flat.extend(recorded)
-    if on_append is not None:
-        await on_append(conn, flat)
     return out
 
 
@@ -120,10 +130,10 @@ class _Waiting:
 
 
 class EventStore:
-    def __init__(self, pool: asyncpg.Pool, on_append: OnAppend | None = None, *,
+    def __init__(self, pool: asyncpg.Pool, projection: Projection | None = None, *,
                  flushers: int = 4, max_batch: int = 256):
         self.pool = pool
-        self.on_append = on_append
+        self.projection = projection
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
@@ -160,8 +170,8 @@ class EventStore:
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                results = await write_appends(conn, [w.append for w in batch], self.on_append)
+            async with self.pool.acquire() as conn:   # one statement: its own transaction
+                results = await write_appends(conn, [w.append for w in batch], self.projection)
         except asyncpg.UniqueViolationError:
             if len(batch) == 1:
                 a = batch[0].append

@@ -10,7 +10,7 @@ import pytest
 
 from events.store import Append, Checkpoint, EventMetadata, EventStore, VersionConflict, write_appends
 from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
-from projections.projector import project
+from projections.projector import READ_MODELS
 from service.ids import new_id
 
 
@@ -28,7 +28,7 @@ META = EventMetadata(project="store-tests", request_id="req-1", api_key_id="key_
 
 @pytest.fixture
 async def store(db):
-    s = EventStore(db, project)
+    s = EventStore(db, READ_MODELS)
     yield s
     await s.close()
 
@@ -92,7 +92,7 @@ async def test_events_and_read_models_commit_or_roll_back_together(db):
     tid = new_id("thread_")
     with pytest.raises(RuntimeError):
         async with db.acquire() as conn, conn.transaction():
-            await write_appends(conn, [Append(f"thread-{tid}", 0, [thread_created(tid)], META)], project)
+            await write_appends(conn, [Append(f"thread-{tid}", 0, [thread_created(tid)], META)], READ_MODELS)
             assert await conn.fetchval("SELECT count(*) FROM threads WHERE id = $1", tid) == 1
             raise RuntimeError("crash between projection and commit")
     assert await db.fetchval("SELECT count(*) FROM events WHERE stream = $1", f"thread-{tid}") == 0
@@ -107,7 +107,7 @@ async def test_a_failing_projection_rolls_back_the_events(store, db):
     await db.execute("INSERT INTO threads (id, project, data) VALUES ($1, 'x', '{}')", other)
     with pytest.raises(asyncpg.UniqueViolationError):
         async with db.acquire() as conn, conn.transaction():
-            await write_appends(conn, [Append(f"thread-{other}", 0, [thread_created(other)], META)], project)
+            await write_appends(conn, [Append(f"thread-{other}", 0, [thread_created(other)], META)], READ_MODELS)
     assert await store.read_stream(f"thread-{other}") == []
 
 

@@ -89,7 +89,7 @@ async def upload_file(request: web.Request) -> web.Response:
         uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=now(), filename=filename,
                                 purpose=purpose, bytes=size, sha256=sha.hexdigest())
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
-        await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.on_append)
+        await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projection)
     return json_ok(file_from(uploaded))
 
 
