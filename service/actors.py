@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 import msgspec
@@ -42,18 +42,26 @@ class ThreadActor:
         self.stream = f"thread-{thread_id}"
         self.registry = registry
         self.state: thread_domain.ThreadState | None = None
-        self.mailbox: asyncio.Queue = asyncio.Queue()
+        self.mailbox: deque = deque()
+        self._mail = asyncio.Event()
         self.busy = False
         self.last_active = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"actor:{thread_id}")
 
     @property
     def idle(self) -> bool:
-        return not self.busy and self.mailbox.empty()
+        return not self.busy and not self.mailbox
+
+    def tell(self, cmd: Any, meta: EventMetadata, fut: asyncio.Future) -> None:
+        self.mailbox.append((cmd, meta, fut))
+        self._mail.set()
 
     async def _run(self) -> None:
         while True:
-            cmd, meta, fut = await self.mailbox.get()
+            if not self.mailbox:
+                self._mail.clear()
+                await self._mail.wait()
+            cmd, meta, fut = self.mailbox.popleft()
             if fut.done():                 # the caller gave up before we started: nothing to undo
                 continue
             self.busy = True
@@ -175,7 +183,7 @@ class ActorRegistry:
     async def ask(self, thread_id: str, cmd: Any, meta: EventMetadata = EventMetadata()
                   ) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
         fut = self._loop.create_future()
-        self._activate(thread_id).mailbox.put_nowait((cmd, meta, fut))
+        self._activate(thread_id).tell(cmd, meta, fut)
         return await fut
 
     async def close(self) -> None:

@@ -2,35 +2,96 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import time
 
 import msgspec
 import structlog
 
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
+FLUSH_EVERY = 0.2   # seconds: the most a log line waits in the buffer (and what a kill -9 can lose)
 
 
-def _dumps(obj, **_) -> str:
-    return _encoder.encode(obj).decode()
+def _dumps(obj, **_) -> bytes:
+    return _encoder.encode(obj)
+
+
+class BufferedLines:
+    """A structlog logger writing JSON lines to a buffer, flushed when it is 64 KiB or
+    FLUSH_EVERY old (checked on each line and by `flush_periodically`), and at exit.
+    One write system call per request was a tenth of the service's CPU."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._buffer = bytearray()
+        self._since = 0.0
+
+    def msg(self, line: bytes) -> None:
+        if not self._buffer:
+            self._since = time.monotonic()
+        self._buffer += line
+        self._buffer += b"\n"
+        if len(self._buffer) >= 65536 or time.monotonic() - self._since >= FLUSH_EVERY:
+            self.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+    def flush(self) -> None:
+        while self._buffer:
+            try:
+                written = os.write(self._fd, self._buffer)
+            except BlockingIOError:
+                return
+            del self._buffer[:written]
+
+
+_lines: BufferedLines | None = None
+
+
+async def flush_periodically() -> None:
+    """Lines written just before a quiet spell must not wait for the next one."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(FLUSH_EVERY)
+        if _lines is not None:
+            _lines.flush()
+
+
+_second = -1
+_second_text = ""
+
+
+def _timestamp(_, __, event: dict) -> dict:
+    """ISO 8601 UTC with milliseconds; the date part is formatted once a second, not per line."""
+    global _second, _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second:
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    event["timestamp"] = f"{_second_text}.{int((now - second) * 1000):03d}Z"
+    return event
 
 
 def configure_logging(fmt: str = "auto") -> None:
+    global _lines
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer(serializer=_dumps)
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    processors = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level]
+    if console:
+        processors += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.dev.ConsoleRenderer()]
+        factory = structlog.PrintLoggerFactory(sys.stderr)
+    else:
+        processors += [_timestamp, structlog.processors.format_exc_info,
+                       structlog.processors.JSONRenderer(serializer=_dumps)]
+        sys.stderr.flush()
+        _lines = BufferedLines(sys.stderr.fileno())
+        atexit.register(_lines.flush)
+        factory = lambda *_: _lines  # noqa: E731
+    structlog.configure(processors=processors, logger_factory=factory, cache_logger_on_first_use=True)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
 
 
