@@ -120,6 +120,28 @@ class MessageCreated(Event):
     metadata: dict[str, str] = {}
     assistant_id: str | None = None
     run_id: str | None = None
+    status: Literal["in_progress", "completed"] = "completed"   # a run's reply starts in_progress
+
+
+class MessageTextAppended(Event):
+    """Text a model produced for an in-progress message (tokens, gathered for a few milliseconds)."""
+    message_id: str
+    run_id: str
+    index: int          # the content part the text belongs to
+    text: str
+
+
+class MessageCompleted(Event):
+    message_id: str
+    completed_at: int
+    content: list[ContentPart]
+
+
+class MessageIncomplete(Event):
+    message_id: str
+    incomplete_at: int
+    reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired", "run_failed"]
+    content: list[ContentPart] | None = None   # None: whatever the read model holds stays
 
 
 class MessageUpdated(Event):
@@ -129,6 +151,125 @@ class MessageUpdated(Event):
 
 class MessageDeleted(Event):
     message_id: str
+
+
+# --- runs: also in the thread's stream, so the thread's actor decides every transition --------
+
+class RunCreated(Event):
+    """A run, queued, with its effective settings (assistant defaults merged with overrides)."""
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    created_at: int
+    expires_at: int
+    model: str
+    instructions: str
+    tools: list[JSON] = []
+    tool_resources: JSON = {}
+    metadata: dict[str, str] = {}
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: JSON = msgspec.field(default_factory=lambda: {"type": "auto", "last_messages": None})
+    response_format: str | JSON | None = "auto"
+    tool_choice: str | JSON | None = "auto"
+    parallel_tool_calls: bool = True
+
+
+class RunStarted(Event):
+    """queued → in_progress, by the process that holds the run's lease."""
+    run_id: str
+    started_at: int
+
+
+class RunRequeued(Event):
+    """in_progress → queued: the process executing it stopped; another will redo the current turn."""
+    run_id: str
+    at: int
+    reason: str
+
+
+class RunStepCreated(Event):
+    step_id: str
+    run_id: str
+    created_at: int
+    type: Literal["message_creation", "tool_calls"]
+    message_id: str | None = None
+    tool_calls: list[JSON] = []     # [{"id", "type": "function", "function": {"name", "arguments"}}]
+    usage: JSON | None = None       # a tool_calls step's model call is over when the step is created
+
+
+class RunStepCompleted(Event):
+    step_id: str
+    run_id: str
+    completed_at: int
+    usage: JSON | None = None
+
+
+class RunStepEnded(Event):
+    """An open step ended with its run."""
+    step_id: str
+    run_id: str
+    at: int
+    status: Literal["failed", "cancelled", "expired"]
+    last_error: JSON | None = None
+
+
+class RunRequiredAction(Event):
+    run_id: str
+    step_id: str
+    tool_calls: list[JSON]
+
+
+class ToolOutputsSubmitted(Event):
+    """requires_action → queued; the tool_calls step completes with the outputs filled in."""
+    run_id: str
+    step_id: str
+    submitted_at: int
+    tool_calls: list[JSON]          # the step's calls, each with function.output set
+
+
+class RunUpdated(Event):
+    run_id: str
+    metadata: dict[str, str]
+
+
+class RunCancelling(Event):
+    run_id: str
+    at: int
+
+
+class RunCompleted(Event):
+    run_id: str
+    completed_at: int
+    usage: JSON
+
+
+class RunIncomplete(Event):
+    run_id: str
+    at: int
+    reason: Literal["max_completion_tokens", "max_prompt_tokens"]
+    usage: JSON
+
+
+class RunFailed(Event):
+    run_id: str
+    failed_at: int
+    last_error: JSON                # {"code": server_error|rate_limit_exceeded|invalid_prompt, "message"}
+    usage: JSON | None = None
+
+
+class RunCancelled(Event):
+    run_id: str
+    cancelled_at: int
+    usage: JSON | None = None
+
+
+class RunExpired(Event):
+    run_id: str
+    expired_at: int
+    usage: JSON | None = None
 
 
 # --- file-… streams ----------------------------------------------------------------------------
@@ -153,6 +294,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AgentCreated, AgentUpdated, AgentDeleted,
         ThreadCreated, ThreadUpdated, ThreadDeleted,
         MessageCreated, MessageUpdated, MessageDeleted,
+        MessageTextAppended, MessageCompleted, MessageIncomplete,
+        RunCreated, RunStarted, RunRequeued, RunStepCreated, RunStepCompleted, RunStepEnded,
+        RunRequiredAction, ToolOutputsSubmitted, RunUpdated, RunCancelling,
+        RunCompleted, RunIncomplete, RunFailed, RunCancelled, RunExpired,
         FileUploaded, FileDeleted,
     )
 }

@@ -7,7 +7,8 @@ from typing import Any, Literal
 import msgspec
 
 from events.types import (
-    AgentCreated, Attachment, ContentPart, FileUploaded, MessageCreated, ThreadCreated,
+    AgentCreated, Attachment, ContentPart, FileUploaded, MessageCreated, RunCreated, RunStepCreated,
+    ThreadCreated,
 )
 
 JSON = dict[str, Any]
@@ -65,6 +66,56 @@ class File(msgspec.Struct):
     object: Literal["file"] = "file"
 
 
+class Run(msgspec.Struct):
+    id: str
+    created_at: int
+    thread_id: str
+    assistant_id: str
+    model: str
+    instructions: str
+    expires_at: int | None
+    status: str = "queued"
+    required_action: JSON | None = None
+    last_error: JSON | None = None
+    started_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    incomplete_details: JSON | None = None
+    tools: list[JSON] = []
+    tool_resources: JSON = {}
+    metadata: dict[str, str] = {}
+    usage: JSON | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: JSON = {}
+    response_format: str | JSON | None = "auto"
+    tool_choice: str | JSON | None = "auto"
+    parallel_tool_calls: bool = True
+    object: Literal["thread.run"] = "thread.run"
+
+
+class RunStep(msgspec.Struct):
+    id: str
+    created_at: int
+    run_id: str
+    thread_id: str
+    type: Literal["message_creation", "tool_calls"]
+    step_details: JSON
+    assistant_id: str | None = None      # filled in from the run's row
+    status: str = "in_progress"
+    last_error: JSON | None = None
+    expired_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    usage: JSON | None = None
+    metadata: dict[str, str] = {}
+    object: Literal["thread.run.step"] = "thread.run.step"
+
+
 class DeletionStatus(msgspec.Struct):
     id: str
     object: str
@@ -96,9 +147,28 @@ def thread_from(e: ThreadCreated) -> Thread:
 def message_from(e: MessageCreated) -> Message:
     return Message(
         id=e.message_id, created_at=e.created_at, thread_id=e.thread_id, role=e.role, content=e.content,
-        completed_at=e.created_at, assistant_id=e.assistant_id, run_id=e.run_id,
-        attachments=e.attachments, metadata=e.metadata,
+        status=e.status, completed_at=e.created_at if e.status == "completed" else None,
+        assistant_id=e.assistant_id, run_id=e.run_id, attachments=e.attachments, metadata=e.metadata,
     )
+
+
+def run_from(e: RunCreated) -> Run:
+    return Run(
+        id=e.run_id, created_at=e.created_at, thread_id=e.thread_id, assistant_id=e.assistant_id, model=e.model,
+        instructions=e.instructions, expires_at=e.expires_at, tools=e.tools, tool_resources=e.tool_resources,
+        metadata=e.metadata, temperature=e.temperature, top_p=e.top_p, max_prompt_tokens=e.max_prompt_tokens,
+        max_completion_tokens=e.max_completion_tokens, truncation_strategy=e.truncation_strategy,
+        response_format=e.response_format, tool_choice=e.tool_choice, parallel_tool_calls=e.parallel_tool_calls,
+    )
+
+
+def step_from(e: RunStepCreated) -> RunStep:
+    if e.type == "message_creation":
+        details = {"type": "message_creation", "message_creation": {"message_id": e.message_id}}
+    else:
+        details = {"type": "tool_calls", "tool_calls": e.tool_calls}
+    return RunStep(id=e.step_id, created_at=e.created_at, run_id=e.run_id, thread_id="", type=e.type,
+                   step_details=details, usage=e.usage)
 
 
 def file_from(e: FileUploaded) -> File:

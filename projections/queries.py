@@ -114,3 +114,49 @@ async def file_chunks(db: asyncpg.Pool, file_id: str, batch: int = 16) -> AsyncI
         if len(rows) < batch:
             return
         seq = rows[-1][0]
+
+
+async def get_run(db, project: str, thread_id: str, run_id: str) -> str | None:
+    return await db.fetchval(
+        "SELECT data::text FROM runs WHERE id = $1 AND thread_id = $2 AND project = $3", run_id, thread_id, project)
+
+
+async def run_status(db, project: str, thread_id: str, run_id: str) -> str | None:
+    return await db.fetchval(
+        "SELECT status FROM runs WHERE id = $1 AND thread_id = $2 AND project = $3", run_id, thread_id, project)
+
+
+async def list_runs(db, project: str, thread_id: str, page: PageRequest) -> Page:
+    return await _page(db, "runs", "thread_id = $1 AND project = $2", [thread_id, project], page)
+
+
+async def get_step(db, project: str, thread_id: str, run_id: str, step_id: str) -> str | None:
+    return await db.fetchval(
+        "SELECT data::text FROM run_steps WHERE id = $1 AND run_id = $2 AND thread_id = $3 AND project = $4",
+        step_id, run_id, thread_id, project)
+
+
+async def list_steps(db, project: str, thread_id: str, run_id: str, page: PageRequest) -> Page:
+    return await _page(db, "run_steps", "run_id = $1 AND thread_id = $2 AND project = $3",
+                       [run_id, thread_id, project], page)
+
+
+async def recent_messages(db, thread_id: str, before: str | None, limit: int) -> list[str]:
+    """A thread's messages newest first, from just before `before`: a run reads only the tail it needs."""
+    if before is None:
+        rows = await db.fetch("SELECT data::text FROM messages WHERE thread_id = $1 ORDER BY id DESC LIMIT $2",
+                              thread_id, limit)
+    else:
+        rows = await db.fetch(
+            "SELECT data::text FROM messages WHERE thread_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            thread_id, before, limit)
+    return [r[0] for r in rows]
+
+
+async def run_steps_of(db, run_id: str) -> list[str]:
+    rows = await db.fetch("SELECT data::text FROM run_steps WHERE run_id = $1 ORDER BY id", run_id)
+    return [r[0] for r in rows]
+
+
+async def run_data(db, run_id: str) -> str | None:
+    return await db.fetchval("SELECT data::text FROM runs WHERE id = $1", run_id)

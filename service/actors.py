@@ -20,6 +20,7 @@ import structlog
 from events.store import EventMetadata, EventStore, RecordedEvent, VersionConflict
 from events.types import Event
 from projections import queries
+from service.domain import run as runs
 from service.domain import thread as thread_domain
 from service.domain.errors import DomainError
 
@@ -101,10 +102,15 @@ class ThreadActor:
         raise TooMuchContention(self.stream)
 
     async def _resolve(self, cmd: Any) -> Any:
-        """Fill in facts about single messages from the read model (current: we are its writer)."""
+        """Fill in facts about single messages and past runs from the read model (current: we are its writer)."""
         if isinstance(cmd, (thread_domain.UpdateMessage, thread_domain.DeleteMessage)):
             found = await queries.get_message(self.registry.db, cmd.project, self.thread_id, cmd.message_id)
             return msgspec.structs.replace(cmd, message_exists=found is not None)
+        if isinstance(cmd, (runs.UpdateRun, runs.CancelRun, runs.SubmitToolOutputs)):
+            active = self.state.active_run
+            if active is None or active.run_id != cmd.run_id:
+                status = await queries.run_status(self.registry.db, cmd.project, self.thread_id, cmd.run_id)
+                return msgspec.structs.replace(cmd, run_status=status)
         return cmd
 
     async def _catch_up(self) -> None:

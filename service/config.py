@@ -28,6 +28,11 @@ class Config:
     db_pool_size: int
     upload_connections: int
     log_format: str
+    run_expiry_seconds: int = 600
+    run_lease_seconds: float = 15.0
+    run_sweep_seconds: float = 1.0
+    max_tool_rounds: int = 20
+    shutdown_grace_seconds: float = 20.0
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -41,4 +46,9 @@ class Config:
             db_pool_size=_int("THREADLINE_DB_POOL_SIZE", 16),
             upload_connections=_int("THREADLINE_UPLOAD_CONNECTIONS", 4),
             log_format=os.environ.get("THREADLINE_LOG_FORMAT", "auto"),
+            run_expiry_seconds=_int("THREADLINE_RUN_EXPIRY_SECONDS", 600),
+            run_lease_seconds=_float("THREADLINE_RUN_LEASE_SECONDS", 15.0),
+            run_sweep_seconds=_float("THREADLINE_RUN_SWEEP_SECONDS", 1.0),
+            max_tool_rounds=_int("THREADLINE_MAX_TOOL_ROUNDS", 20),
+            shutdown_grace_seconds=_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", 20.0),
         )

@@ -18,9 +18,16 @@ _QUERY_SCHEMAS = {
     "before": {"type": "string", "description": "An object id: the page ends before it."},
     "run_id": {"type": "string", "description": "Only messages created by this run."},
     "purpose": {"type": "string", "description": "Only files with this purpose."},
+    "include[]": {"type": "string", "enum": ["step_details.tool_calls[*].file_search.results[*].content"],
+                  "description": "Extra fields to include (comma-separated when several)."},
 }
 _ERRORS = {"400": "Invalid request", "401": "Missing or wrong API key", "404": "No such object",
            "413": "Body too large", "415": "Unsupported content type", "503": "Database unavailable"}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
+    "description": "Retrying with the same key returns the first response (header `Idempotent-Replayed: true`) "
+                   "and creates nothing; the same key with a different request is a 400. Kept for 24 hours.",
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -46,6 +53,10 @@ def openapi_document() -> dict[str, Any]:
                    for code, text in _ERRORS.items()},
             },
         }
+        if r.method == "POST":
+            op["parameters"].append(_IDEMPOTENCY_KEY)
+            op["responses"]["409"] = {"description": "A request with this Idempotency-Key is still running",
+                                      "content": {"application/json": {"schema": refs[ErrorEnvelope]}}}
         if r.body is not None:
             op["requestBody"] = {"required": False, "content": {"application/json": {"schema": refs[r.body]}}}
         if r.multipart:

@@ -132,3 +132,75 @@ def check_response_format(value: Any, param: str = "response_format") -> None:
         return
     raise ApiError(400, f"Invalid value for '{param}': expected 'auto' or an object whose type is one of "
                    "'text', 'json_object', 'json_schema'.", param=param)
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+RunTools = Annotated[list[Tool], Meta(max_length=20)]
+TokenBudget = Annotated[int, Meta(ge=256)]
+ToolChoice = str | dict[str, Any]
+
+
+class TruncationStrategy(Body):
+    type: Literal["auto", "last_messages"]
+    last_messages: Annotated[int, Meta(ge=1)] | None = None
+
+
+class RunSettings(Body):
+    """What a run may override on its assistant (shared by create run and create thread and run)."""
+    assistant_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    model: Model | None = None
+    instructions: Instructions | None = None
+    tools: RunTools | None = None
+    tool_resources: ToolResources | None = None
+    metadata: Metadata | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    stream: bool | None = None
+    max_prompt_tokens: TokenBudget | None = None
+    max_completion_tokens: TokenBudget | None = None
+    truncation_strategy: TruncationStrategy | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None   # accepted, not used
+
+
+class CreateRunRequest(RunSettings):
+    additional_instructions: Instructions | None = None
+    additional_messages: Annotated[list[CreateMessageRequest], Meta(max_length=1000)] | None = None
+
+
+class CreateThreadAndRunRequest(RunSettings):
+    thread: CreateThreadRequest | None = None
+
+
+class UpdateRunRequest(Body):
+    metadata: Metadata | None = None
+
+
+class ToolOutput(Body):
+    tool_call_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    output: Annotated[str, Meta(max_length=1_048_576)] = ""
+
+
+class SubmitToolOutputsRequest(Body):
+    tool_outputs: Annotated[list[ToolOutput], Meta(min_length=1, max_length=128)]
+    stream: bool | None = None
+
+
+def check_tool_choice(value: Any, tools: list[dict[str, Any]]) -> None:
+    if value is None or value in ("none", "auto", "required"):
+        return
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or {}).get("name")
+        names = {(t.get("function") or {}).get("name") for t in tools if t.get("type") == "function"}
+        if not isinstance(name, str) or name not in names:
+            raise ApiError(400, f"Invalid value for 'tool_choice': no function named '{str(name)[:64]}' among the "
+                           "run's tools.", param="tool_choice")
+        return
+    if isinstance(value, dict) and isinstance(value.get("type"), str) and any(
+            t.get("type") == value["type"] for t in tools):
+        return
+    raise ApiError(400, "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or a tool of the run.",
+                   param="tool_choice")

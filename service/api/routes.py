@@ -8,12 +8,13 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Thread
-from service.api import assistants, files, messages, threads
+from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Run, RunStep, Thread
+from service.api import assistants, files, messages, runs, threads
 from service.api.http import read_body
 from service.api.requests import (
-    CreateAssistantRequest, CreateMessageRequest, CreateThreadRequest, UpdateAssistantRequest,
-    UpdateMessageRequest, UpdateThreadRequest,
+    CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
+    CreateThreadRequest, SubmitToolOutputsRequest, UpdateAssistantRequest, UpdateMessageRequest,
+    UpdateRunRequest, UpdateThreadRequest,
 )
 
 PREFIXES = ("", "/v1", "/openai", "/api/projects/{project}")
@@ -65,6 +66,24 @@ ROUTES: tuple[Route, ...] = (
           "Messages", UpdateMessageRequest, Message),
     Route("DELETE", "/threads/{thread_id}/messages/{message_id}", messages.delete_message, "Delete a message",
           "Messages", response=DeletionStatus),
+
+    Route("POST", "/threads/runs", runs.create_thread_and_run, "Create a thread and run it", "Runs",
+          CreateThreadAndRunRequest, Run),
+    Route("POST", "/threads/{thread_id}/runs", runs.create_run, "Create a run", "Runs", CreateRunRequest, Run,
+          query=("include[]",)),
+    Route("GET", "/threads/{thread_id}/runs", runs.list_runs, "List a thread's runs", "Runs",
+          response=ListPage, query=LIST_PARAMS),
+    Route("GET", "/threads/{thread_id}/runs/{run_id}", runs.get_run, "Get a run", "Runs", response=Run),
+    Route("POST", "/threads/{thread_id}/runs/{run_id}", runs.update_run, "Update a run's metadata", "Runs",
+          UpdateRunRequest, Run),
+    Route("POST", "/threads/{thread_id}/runs/{run_id}/cancel", runs.cancel_run, "Cancel a run", "Runs",
+          response=Run),
+    Route("POST", "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", runs.submit_tool_outputs,
+          "Submit the outputs of every pending tool call, in one request", "Runs", SubmitToolOutputsRequest, Run),
+    Route("GET", "/threads/{thread_id}/runs/{run_id}/steps", runs.list_steps, "List a run's steps", "Runs",
+          response=ListPage, query=(*LIST_PARAMS, "include[]")),
+    Route("GET", "/threads/{thread_id}/runs/{run_id}/steps/{step_id}", runs.get_step, "Get a run step", "Runs",
+          response=RunStep, query=("include[]",)),
 
     Route("POST", "/files", files.upload_file, "Upload a file (multipart: purpose, file)", "Files",
           response=File, multipart=True),

@@ -11,13 +11,14 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from events.types import (
-    Event, JSON, MessageCreated, MessageDeleted, MessageUpdated, ThreadCreated, ThreadDeleted,
+    Event, JSON, MessageCreated, MessageDeleted, MessageUpdated, RunCreated, ThreadCreated, ThreadDeleted,
     ThreadUpdated,
 )
+from service.domain import run as runs
 from service.domain.errors import InvalidRequest, NotFound
 
 MAX_MESSAGES = 100_000
-SNAPSHOT_SCHEMA = 1  # bump when ThreadState changes shape: older snapshots are then ignored
+SNAPSHOT_SCHEMA = 2  # bump when ThreadState changes shape: older snapshots are then ignored
 
 
 class ThreadState(msgspec.Struct):
@@ -26,6 +27,7 @@ class ThreadState(msgspec.Struct):
     project: str | None = None
     deleted: bool = False
     message_count: int = 0
+    active_run: runs.ActiveRun | None = None
 
 
 class CreateThread(msgspec.Struct, frozen=True):
@@ -74,6 +76,15 @@ def _require_room(state: ThreadState, adding: int) -> None:
 
 
 def decide(state: ThreadState, cmd) -> list[Event]:
+    if isinstance(cmd, runs.ENGINE_COMMANDS):
+        if state.deleted:
+            return []
+        return runs.decide_engine(state.active_run, cmd)
+    if isinstance(cmd, runs.CLIENT_COMMANDS):
+        _require_thread(state, cmd.project)
+        if isinstance(cmd, runs.CreateRun):
+            _require_room(state, len(cmd.messages))
+        return runs.decide_client(state.thread_id, state.active_run, cmd)
     match cmd:
         case CreateThread(created=created, messages=messages):
             if state.version != 0:
@@ -88,6 +99,7 @@ def decide(state: ThreadState, cmd) -> list[Event]:
             return [ThreadDeleted(thread_id=state.thread_id)]
         case AddMessage(project=project, message=message):
             _require_thread(state, project)
+            runs.thread_is_free(state.thread_id, state.active_run, adding="messages")
             _require_room(state, 1)
             return [message]
         case UpdateMessage(project=project, message_id=message_id, metadata=metadata, message_exists=exists):
@@ -105,6 +117,8 @@ def decide(state: ThreadState, cmd) -> list[Event]:
 
 def evolve(state: ThreadState, event: Event) -> ThreadState:
     version = state.version + 1
+    if state.active_run is not None or isinstance(event, RunCreated):
+        state = msgspec.structs.replace(state, active_run=runs.evolve_run(state.active_run, event))
     match event:
         case ThreadCreated(project=project):
             return msgspec.structs.replace(state, version=version, project=project)

@@ -1,0 +1,190 @@
+"""Runs and run steps: create (also with a new thread), list, get, update, cancel, submit tool outputs."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from events.types import RunCreated, ThreadCreated
+from projections import queries
+from service.api.errors import ApiError, not_found
+from service.api.http import ctx_of, page_request, raw_ok, services
+from service.api.messages import new_message
+from service.api.requests import (
+    CreateRunRequest, CreateThreadAndRunRequest, RunSettings, SubmitToolOutputsRequest, UpdateRunRequest,
+    check_response_format, check_tool_choice, check_tools,
+)
+from service.domain import run as runs
+from service.domain import thread
+from service.ids import new_id, now
+
+INCLUDABLE = {"step_details.tool_calls[*].file_search.results[*].content"}
+
+
+def _refuse_streaming(stream: bool | None) -> None:
+    if stream:
+        raise ApiError(400, "Streaming runs ('stream': true) are not available on this server yet; "
+                       "create the run without 'stream' and poll it.", param="stream")
+
+
+def _check_include(request: web.Request) -> list[str]:
+    values = [v for raw in request.query.getall("include[]", []) for v in raw.split(",") if v]
+    for v in values:
+        if v not in INCLUDABLE:
+            raise ApiError(400, f"Invalid value for 'include[]': '{v[:128]}'. Supported: "
+                           f"{', '.join(sorted(INCLUDABLE))}.", param="include[]")
+    return values
+
+
+async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
+                       additional_instructions: str | None = None) -> RunCreated:
+    """The run's effective settings: the assistant's, overridden by the request."""
+    ctx = ctx_of(request)
+    raw = await queries.get_agent(services(request).db, ctx.project, body.assistant_id)
+    if raw is None:
+        raise ApiError(404, f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
+    assistant = msgspec.json.decode(raw)
+    tools = body.tools if body.tools is not None else assistant.get("tools") or []
+    check_tools(tools)
+    check_tool_choice(body.tool_choice, tools)
+    check_response_format(body.response_format)
+    instructions = body.instructions if body.instructions is not None else assistant.get("instructions") or ""
+    if additional_instructions:
+        instructions = f"{instructions}\n\n{additional_instructions}" if instructions else additional_instructions
+    truncation = ({"type": body.truncation_strategy.type, "last_messages": body.truncation_strategy.last_messages}
+                  if body.truncation_strategy is not None else {"type": "auto", "last_messages": None})
+    if truncation["type"] == "last_messages" and truncation["last_messages"] is None:
+        raise ApiError(400, "Missing required parameter: 'truncation_strategy.last_messages'.",
+                       param="truncation_strategy.last_messages")
+    created = now()
+    return RunCreated(
+        run_id=new_id("run_"), thread_id=thread_id, assistant_id=body.assistant_id, created_at=created,
+        expires_at=created + services(request).config.run_expiry_seconds,
+        model=body.model or assistant["model"], instructions=instructions, tools=tools,
+        tool_resources=body.tool_resources if body.tool_resources is not None else assistant.get("tool_resources") or {},
+        metadata=body.metadata or {},
+        temperature=body.temperature if body.temperature is not None else assistant.get("temperature"),
+        top_p=body.top_p if body.top_p is not None else assistant.get("top_p"),
+        max_prompt_tokens=body.max_prompt_tokens, max_completion_tokens=body.max_completion_tokens,
+        truncation_strategy=truncation,
+        response_format=body.response_format if body.response_format is not None
+        else assistant.get("response_format") or "auto",
+        tool_choice=body.tool_choice if body.tool_choice is not None else "auto",
+        parallel_tool_calls=body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
+    )
+
+
+async def create_run(request: web.Request, body: CreateRunRequest) -> web.Response:
+    _refuse_streaming(body.stream)
+    _check_include(request)
+    ctx = ctx_of(request)
+    thread_id = request.match_info["thread_id"]
+    run = await _run_created(request, thread_id, body, body.additional_instructions)
+    messages = [await new_message(request, thread_id, m, f"additional_messages[{i}]")
+                for i, m in enumerate(body.additional_messages or [])]
+    tl = services(request)
+    await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run, messages), ctx.meta("create_run"))
+    tl.engine.submit(thread_id, run.run_id)
+    return await _current_run(request, thread_id, run.run_id)
+
+
+async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRequest) -> web.Response:
+    _refuse_streaming(body.stream)
+    ctx = ctx_of(request)
+    thread_id = new_id("thread_")
+    run = await _run_created(request, thread_id, body)      # refuses a bad request before anything is made
+    spec = body.thread
+    created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
+                            metadata=(spec.metadata if spec else None) or {},
+                            tool_resources=(spec.tool_resources if spec else None) or {})
+    messages = [await new_message(request, thread_id, m, f"thread.messages[{i}]")
+                for i, m in enumerate(spec.messages if spec else [])]
+    tl = services(request)
+    await tl.actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread_and_run"))
+    await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run), ctx.meta("create_thread_and_run"))
+    tl.engine.submit(thread_id, run.run_id)
+    return await _current_run(request, thread_id, run.run_id)
+
+
+async def _current_run(request: web.Request, thread_id: str, run_id: str) -> web.Response:
+    data = await queries.get_run(services(request).db, ctx_of(request).project, thread_id, run_id)
+    if data is None:
+        if not await queries.thread_exists(services(request).db, ctx_of(request).project, thread_id):
+            raise not_found("thread", thread_id)
+        raise not_found("run", run_id)
+    return raw_ok(data)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id = request.match_info["thread_id"]
+    page = page_request(request)
+    db = services(request).db
+    if not await queries.thread_exists(db, ctx.project, thread_id):
+        raise not_found("thread", thread_id)
+    return raw_ok((await queries.list_runs(db, ctx.project, thread_id, page)).to_json())
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return await _current_run(request, request.match_info["thread_id"], request.match_info["run_id"])
+
+
+async def update_run(request: web.Request, body: UpdateRunRequest) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    if body.metadata is not None:
+        await services(request).actors.ask(
+            thread_id, runs.UpdateRun(ctx.project, run_id, body.metadata, run_status=None), ctx.meta("update_run"))
+    return await _current_run(request, thread_id, run_id)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    tl = services(request)
+    state, _ = await tl.actors.ask(thread_id, runs.CancelRun(ctx.project, run_id, now(), run_status=None),
+                                   ctx.meta("cancel_run"))
+    if state.active_run is not None and state.active_run.run_id == run_id:
+        tl.engine.interrupt(run_id, "cancelled")      # stop the model now; the engine ends the run
+    return await _current_run(request, thread_id, run_id)
+
+
+async def submit_tool_outputs(request: web.Request, body: SubmitToolOutputsRequest) -> web.Response:
+    _refuse_streaming(body.stream)
+    ctx = ctx_of(request)
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    outputs = [{"tool_call_id": o.tool_call_id, "output": o.output} for o in body.tool_outputs]
+    tl = services(request)
+    await tl.actors.ask(thread_id, runs.SubmitToolOutputs(ctx.project, run_id, outputs, now(), run_status=None),
+                        ctx.meta("submit_tool_outputs"))
+    tl.engine.submit(thread_id, run_id)
+    return await _current_run(request, thread_id, run_id)
+
+
+async def list_steps(request: web.Request) -> web.Response:
+    _check_include(request)
+    ctx = ctx_of(request)
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    db = services(request).db
+    if await queries.run_status(db, ctx.project, thread_id, run_id) is None:
+        if not await queries.thread_exists(db, ctx.project, thread_id):
+            raise not_found("thread", thread_id)
+        raise not_found("run", run_id)
+    return raw_ok((await queries.list_steps(db, ctx.project, thread_id, run_id, page_request(request))).to_json())
+
+
+async def get_step(request: web.Request) -> web.Response:
+    _check_include(request)
+    ctx = ctx_of(request)
+    thread_id, run_id, step_id = (request.match_info["thread_id"], request.match_info["run_id"],
+                                  request.match_info["step_id"])
+    db = services(request).db
+    data = await queries.get_step(db, ctx.project, thread_id, run_id, step_id)
+    if data is None:
+        if await queries.run_status(db, ctx.project, thread_id, run_id) is None:
+            if not await queries.thread_exists(db, ctx.project, thread_id):
+                raise not_found("thread", thread_id)
+            raise not_found("run", run_id)
+        raise not_found("run step", step_id)
+    return raw_ok(data)
+

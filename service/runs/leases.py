@@ -1,0 +1,52 @@
+"""Run leases in Postgres: at most one process executes a run, and a dead one is noticed."""
+
+from __future__ import annotations
+
+import asyncpg
+
+ACTIVE = ("queued", "in_progress", "cancelling")   # statuses that need an executing process
+
+
+async def claim(db: asyncpg.Pool, run_id: str, thread_id: str, owner: str, seconds: float) -> bool:
+    """Take the run if nobody holds it, its lease lapsed, or we hold it already."""
+    row = await db.fetchval(
+        """INSERT INTO run_leases (run_id, thread_id, owner, expires_at)
+           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+           ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+           WHERE run_leases.expires_at < now() OR run_leases.owner = excluded.owner
+           RETURNING true""", run_id, thread_id, owner, seconds)
+    return bool(row)
+
+
+async def release(db: asyncpg.Pool, run_id: str, owner: str) -> None:
+    await db.execute("DELETE FROM run_leases WHERE run_id = $1 AND owner = $2", run_id, owner)
+
+
+async def renew(db: asyncpg.Pool, owner: str, run_ids: list[str], seconds: float) -> dict[str, str | None]:
+    """Extend our leases; returns each run's status now (None: the run is gone)."""
+    rows = await db.fetch(
+        """WITH renewed AS (
+               UPDATE run_leases SET expires_at = now() + make_interval(secs => $3)
+               WHERE owner = $1 AND run_id = ANY($2::text[]) RETURNING run_id)
+           SELECT u.id, r.status FROM unnest($2::text[]) AS u(id) LEFT JOIN runs r ON r.id = u.id""",
+        owner, run_ids, seconds)
+    return {r[0]: r[1] for r in rows}
+
+
+async def orphans(db: asyncpg.Pool, limit: int = 100) -> list[tuple[str, str, str]]:
+    """Runs that need a process and have none: (run_id, thread_id, status)."""
+    rows = await db.fetch(
+        """SELECT r.id, r.thread_id, r.status FROM runs r
+           LEFT JOIN run_leases l ON l.run_id = r.id
+           WHERE r.status IN ('queued', 'in_progress', 'cancelling')
+             AND (l.run_id IS NULL OR l.expires_at < now())
+           ORDER BY r.id LIMIT $1""", limit)
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def expired_runs(db: asyncpg.Pool, at: int, limit: int = 100) -> list[tuple[str, str]]:
+    rows = await db.fetch(
+        """SELECT id, thread_id FROM runs
+           WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= $1
+           ORDER BY expires_at LIMIT $2""", at, limit)
+    return [(r[0], r[1]) for r in rows]
