@@ -16,7 +16,7 @@ from aiohttp import web
 
 from events.store import EventStore
 from projections.projector import READ_MODELS
-from service import database
+from service import database, idempotency
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, error_response
 from service.api.http import CTX, REQUEST_ID, SERVICES, Ctx
@@ -25,7 +25,11 @@ from service.api.routes import add_routes
 from service.auth import KeyCache
 from service.config import Config
 from service.domain.errors import DomainError
+from service.models import tokens
+from service.models.router import ModelRouter
 from service.observability import current_trace_id, flush_periodically
+from service.runs.engine import RunEngine
+from service.runs.execution import Deps
 
 log = structlog.get_logger("threadline.http")
 OPENAPI = web.AppKey("openapi", bytes)
@@ -49,6 +53,7 @@ class Services:
     store: EventStore
     actors: ActorRegistry
     keys: KeyCache
+    engine: RunEngine
 
 
 @web.middleware
@@ -64,6 +69,8 @@ async def api_middleware(request: web.Request, handler):
     try:
         if request.path not in PUBLIC and not request.path.startswith("/static/"):
             await _authenticate(request)
+            if idempotency.applies(request):
+                handler = idempotency.once(handler)
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
@@ -156,10 +163,15 @@ def create_app(config: Config, database_url: str) -> web.Application:
         uploads = await database.connect(database_url, config.upload_connections)
         store = EventStore(db, READ_MODELS)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
-        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache())
+        router = ModelRouter.from_env()
+        await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
+        engine = RunEngine(Deps(actors, db, router, config))
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine)
         log_flusher = asyncio.create_task(flush_periodically())
         yield
         log_flusher.cancel()
+        await engine.close()
+        await router.aclose()
         await actors.close()
         await store.close()
         await uploads.close()

@@ -1,0 +1,1 @@
+"""Model providers: what answers a run's model calls (OpenAI-compatible servers and builtin models)."""
