@@ -140,7 +140,8 @@ class Execution:
         remaining = None if max_completion is None else max_completion - self.usage["completion_tokens"]
         if remaining is not None and remaining <= 0:
             return await self._incomplete("max_completion_tokens")
-        reserve = tool_tokens + min(remaining or 4096, 4096)
+        # Room for the answer: what the budget allows, at most 4096 tokens or a quarter of the window.
+        reserve = tool_tokens + min(remaining or 4096, 4096, info.context_window // 4)
         messages = fit_messages(system, history, context_window=info.context_window,
                                 max_prompt_tokens=run.get("max_prompt_tokens"), reserve=reserve,
                                 strategy=run.get("truncation_strategy") or {"type": "auto"}, encoding=info.encoding)

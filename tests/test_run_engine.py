@@ -1,0 +1,159 @@
+"""The run engine against a real local OpenAI-compatible server: what the model is sent, and how
+its answers and failures become run state. The service runs in-process on real Postgres."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from conftest import Client
+from conftest import test_config as make_config
+from fake_openai import FakeOpenAI, FakeToolCall, error_reply, text_reply, tool_calls_reply
+from service.app import create_app
+from test_runs_api import wait_run
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look it up.",
+                                           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+
+
+@pytest.fixture
+async def fake():
+    async with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+async def api(fake, database_url, project, tmp_path, monkeypatch):
+    """The service with models `fake-a` (128k context) and `fake-small` (a 300-token context) served by `fake`."""
+    table = fake.models_file_content("fake-a", api_key_env="FAKE_KEY", max_attempts=2, retry_base_delay=0.01,
+                                     read_timeout=2)
+    table["models"]["fake-small"] = {**table["models"]["fake-a"], "context_window": 300}
+    (tmp_path / "models.json").write_text(json.dumps(table))
+    monkeypatch.setenv("THREADLINE_MODELS", str(tmp_path / "models.json"))
+    monkeypatch.setenv("FAKE_KEY", "sk-fake-provider-key")
+    app = create_app(make_config(max_tool_rounds=2), database_url)
+    http = TestClient(TestServer(app))
+    await http.start_server()
+    yield Client(http, project[1])
+    await http.close()
+
+
+async def run_on_thread(api: Client, messages: list, model: str = "fake-a", **run) -> tuple[str, dict]:
+    assistant = await api.ok("POST", "/assistants", {"model": model, "instructions": "You are terse.", "tools": TOOLS})
+    thread = await api.ok("POST", "/threads", {"messages": messages})
+    created = await api.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"], **run})
+    return thread["id"], await wait_run(api, thread["id"], created["id"])
+
+
+async def test_the_model_is_sent_instructions_history_tools_and_settings(api, fake):
+    fake.script(text_reply("Hi ", "there."))
+    thread_id, run = await run_on_thread(
+        api, [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
+              {"role": "user", "content": [{"type": "text", "text": "look"},
+                                           {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]}],
+        temperature=0.3, top_p=0.9, max_completion_tokens=300, tool_choice="required", parallel_tool_calls=False,
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}})
+    assert run["status"] == "completed"
+    body = fake.requests[0].body
+    assert fake.requests[0].headers["Authorization"] == "Bearer sk-fake-provider-key"
+    assert body["model"] == "fake-a" and body["stream"] is True
+    assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert body["messages"][1:3] == [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"}]
+    assert body["messages"][3]["content"][1] == {"type": "image_url", "image_url": {"url": "https://x/y.png",
+                                                                                    "detail": "low"}}
+    assert body["tools"] == TOOLS and body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
+    assert body["temperature"] == 0.3 and body["top_p"] == 0.9 and body["max_tokens"] == 300
+    assert body["response_format"]["type"] == "json_schema"
+    assert run["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}   # the provider's
+    reply = (await api.ok("GET", f"/threads/{thread_id}/messages"))["data"][0]
+    assert reply["content"][0]["text"]["value"] == "Hi there."
+
+
+async def test_an_image_file_is_sent_as_a_data_url(api, fake):
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 40
+    uploaded = await api.upload(png, "pixel.png", purpose="vision")
+    fake.script(text_reply("A pixel."))
+    _, run = await run_on_thread(api, [{"role": "user", "content": [
+        {"type": "image_file", "image_file": {"file_id": uploaded["id"]}}]}])
+    assert run["status"] == "completed"
+    part = fake.requests[0].body["messages"][1]["content"][0]
+    assert part["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+async def test_tool_rounds_are_replayed_to_the_model_with_their_outputs(api, fake):
+    fake.script(tool_calls_reply(FakeToolCall("call_1", "lookup", ['{"q":', '"tides"}'])),
+                text_reply("High tide at 6."))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a", "tools": TOOLS})
+    thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "tides?"}]})
+    run = await api.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    waiting = await wait_run(api, thread["id"], run["id"])
+    assert waiting["status"] == "requires_action"
+    (call,) = waiting["required_action"]["submit_tool_outputs"]["tool_calls"]
+    assert call == {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"tides"}'}}
+    await api.ok("POST", f"/threads/{thread['id']}/runs/{run['id']}/submit_tool_outputs",
+                 {"tool_outputs": [{"tool_call_id": "call_1", "output": "06:00"}]})
+    done = await wait_run(api, thread["id"], run["id"])
+    assert done["status"] == "completed"
+    assert done["usage"] == {"prompt_tokens": 31, "completion_tokens": 16, "total_tokens": 47}   # both calls
+    second = fake.requests[1].body["messages"]
+    assert second[-2] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"tides"}'}}]}
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "06:00"}
+
+
+async def test_a_model_that_never_stops_calling_tools_is_stopped(api, fake):
+    fake.script(tool_calls_reply(FakeToolCall(None, "lookup", ["{}"])))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a", "tools": TOOLS})
+    thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "loop"}]})
+    run = await api.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    for _ in range(3):
+        waiting = await wait_run(api, thread["id"], run["id"])
+        if waiting["status"] != "requires_action":
+            break
+        calls = waiting["required_action"]["submit_tool_outputs"]["tool_calls"]
+        await api.ok("POST", f"/threads/{thread['id']}/runs/{run['id']}/submit_tool_outputs",
+                     {"tool_outputs": [{"tool_call_id": c["id"], "output": "again"} for c in calls]})
+    assert waiting["status"] == "failed" and "2 rounds of tool calls" in waiting["last_error"]["message"]
+
+
+@pytest.mark.parametrize("reply, code", [(error_reply(500), "server_error"), (error_reply(429), "rate_limit_exceeded"),
+                                         (error_reply(400, "context too long"), "invalid_prompt")])
+async def test_provider_failures_end_the_run_failed_with_last_error(api, fake, reply, code):
+    fake.script(reply)
+    thread_id, run = await run_on_thread(api, [{"role": "user", "content": "hi"}])
+    assert run["status"] == "failed" and run["last_error"]["code"] == code
+    await api.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "unlocked"})
+
+
+async def test_completion_budget_reached_ends_incomplete_with_the_partial_reply(api, fake):
+    fake.script(text_reply("cut", " short", finish_reason="length"))
+    thread_id, run = await run_on_thread(api, [{"role": "user", "content": "long story"}], max_completion_tokens=256)
+    assert run["status"] == "incomplete" and run["incomplete_details"] == {"reason": "max_completion_tokens"}
+    reply = (await api.ok("GET", f"/threads/{thread_id}/messages"))["data"][0]
+    assert reply["status"] == "incomplete" and reply["incomplete_details"] == {"reason": "max_tokens"}
+    assert reply["content"][0]["text"]["value"] == "cut short"
+
+
+async def test_a_prompt_over_max_prompt_tokens_ends_incomplete_without_calling_the_model(api, fake):
+    fake.script(text_reply("never"))
+    _, run = await run_on_thread(api, [{"role": "user", "content": "word " * 600}], max_prompt_tokens=256)
+    assert run["status"] == "incomplete" and run["incomplete_details"] == {"reason": "max_prompt_tokens"}
+    assert fake.requests == []
+
+
+async def test_truncation_keeps_the_last_messages_and_fits_the_context_window(api, fake):
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "pad " * 20}
+               for i in range(9)]
+    fake.script(text_reply("ok"))
+    await run_on_thread(api, history, truncation_strategy={"type": "last_messages", "last_messages": 2})
+    sent = fake.requests[0].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "assistant", "user"]
+    assert sent[-1]["content"].startswith("message 8")
+    # auto on a model with a 300-token window: the oldest messages go, the newest stay, in order.
+    await run_on_thread(api, history, model="fake-small")
+    sent = fake.requests[1].body["messages"]
+    kept = [int(m["content"].split()[1]) for m in sent[1:]]
+    assert 0 < len(kept) < 9 and kept == list(range(9 - len(kept), 9))
