@@ -69,8 +69,18 @@ class Projection:
     together in one round trip: `changes(events)` encodes them as one JSON document, which the
     SQL function named `function` applies."""
     function: str
-    changes: Callable[[Sequence[Event]], str]
+    changes: Callable[[Sequence[Event], Sequence[int]], str]    # (events, their stream versions)
 
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """A NOTIFY sent by the append's statement (delivered only if it commits): wakes other
+    processes' readers of these streams. `payload(streams)` names what was written."""
+    channel: str
+    payload: Callable[[Sequence[str]], str]
+
+
+OnCommit = Callable[[list[RecordedEvent]], None]
 
 _metadata_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(EventMetadata)
@@ -78,10 +88,17 @@ _COLUMNS = "position, stream, version, type, data::text, metadata::text, recorde
 _APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::jsonb[], $5::jsonb[])"
 
 
-def _append_sql(projection: Projection | None) -> str:
-    if projection is None:
+def _append_sql(projection: Projection | None, notify: Notify | None) -> str:
+    """append_events, plus the read models and the NOTIFY in the same statement (one round trip)."""
+    parts: list[tuple[str, str]] = []
+    if projection is not None:
+        parts.append(("projected", f"SELECT {projection.function}(${6 + len(parts)}::jsonb)"))
+    if notify is not None:
+        parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)})"))
+    if not parts:
         return _APPEND
-    return f"WITH projected AS MATERIALIZED (SELECT {projection.function}($6::jsonb)) {_APPEND} CROSS JOIN projected"
+    ctes = ", ".join(f"{name} AS MATERIALIZED ({sql})" for name, sql in parts)
+    return f"WITH {ctes} {_APPEND}" + "".join(f" CROSS JOIN {name}" for name, _ in parts)
 
 
 def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
@@ -93,7 +110,8 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
 
 
 async def write_appends(
-    conn: asyncpg.Connection, appends: Sequence[Append], projection: Projection | None
+    conn: asyncpg.Connection, appends: Sequence[Append], projection: Projection | None,
+    notify: Notify | None = None,
 ) -> list[list[RecordedEvent]]:
     """Write the appends and their read models in one statement (in the caller's transaction, if any)."""
     streams, versions, types, data, metas, flat = [], [], [], [], [], []
@@ -108,10 +126,12 @@ async def write_appends(
             flat.append(ev)
     args = [streams, versions, types, data, metas]
     if projection is not None:
-        args.append(projection.changes(flat))
+        args.append(projection.changes(flat, versions))
+    if notify is not None:
+        args.append(notify.payload(streams))
     with tracer.start_as_current_span("events.append") as span:
         span.set_attribute("events.count", len(streams))
-        rows = await conn.fetch(_append_sql(projection), *args)
+        rows = await conn.fetch(_append_sql(projection, notify), *args)
     out: list[list[RecordedEvent]] = []
     k = 0
     for a in appends:
@@ -131,9 +151,12 @@ class _Waiting:
 
 class EventStore:
     def __init__(self, pool: asyncpg.Pool, projection: Projection | None = None, *,
+                 notify: Notify | None = None, on_commit: OnCommit | None = None,
                  flushers: int = 4, max_batch: int = 256):
         self.pool = pool
         self.projection = projection
+        self.notify = notify
+        self.on_commit = on_commit
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
@@ -171,7 +194,7 @@ class EventStore:
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
             async with self.pool.acquire() as conn:   # one statement: its own transaction
-                results = await write_appends(conn, [w.append for w in batch], self.projection)
+                results = await write_appends(conn, [w.append for w in batch], self.projection, self.notify)
         except asyncpg.UniqueViolationError:
             if len(batch) == 1:
                 a = batch[0].append
@@ -188,6 +211,8 @@ class EventStore:
             return
         for w, r in zip(batch, results):
             _settle(w.future, result=r)
+        if self.on_commit is not None:
+            self.on_commit([r for rs in results for r in rs])
 
     # -- reading --------------------------------------------------------------------------------
 

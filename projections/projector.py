@@ -69,7 +69,7 @@ CHANGES: dict[type, Callable[[Any], Change]] = {
     MessageCompleted: lambda e: ("message.merge", e.message_id,
                                  {"status": "completed", "completed_at": e.completed_at, "content": e.content}),
     MessageIncomplete: _message_incomplete,
-    RunCreated: lambda e: ("run", e.run_id, e.thread_id, e.expires_at, run_from(e)),
+    RunCreated: lambda e: ("run", e.run_id, e.thread_id, e.expires_at, run_from(e), None),
     RunStarted: lambda e: _run(e.run_id, status="in_progress", started_at=e.started_at),
     RunRequeued: lambda e: _run(e.run_id, status="queued"),
     RunStepCreated: lambda e: ("step", e.step_id, e.run_id, step_from(e)),
@@ -97,12 +97,16 @@ def _outputs_submitted(e: ToolOutputsSubmitted) -> list[Change]:
             _run(e.run_id, status="queued", required_action=None)]
 
 
-def read_model_changes(events: Sequence[Event]) -> list[Change]:
+def read_model_changes(events: Sequence[Event], versions: Sequence[int] | None = None) -> list[Change]:
     """Every read-model change the events make, in event order."""
     changes: list[Change] = []
-    for e in events:
+    for i, e in enumerate(events):
         if isinstance(e, ToolOutputsSubmitted):
             changes.extend(_outputs_submitted(e))
+            continue
+        if isinstance(e, RunCreated):
+            # Where the run starts in its thread's stream: a run's event stream replays from there.
+            changes.append(("run", e.run_id, e.thread_id, e.expires_at, run_from(e), versions[i] if versions else None))
             continue
         change = CHANGES[type(e)](e)
         if change is not None:
@@ -112,4 +116,5 @@ def read_model_changes(events: Sequence[Event]) -> list[Change]:
 
 _encoder = msgspec.json.Encoder()
 
-READ_MODELS = Projection("apply_read_models", lambda events: _encoder.encode(read_model_changes(events)).decode())
+READ_MODELS = Projection("apply_read_models",
+                         lambda events, versions: _encoder.encode(read_model_changes(events, versions)).decode())

@@ -81,8 +81,17 @@ class ThreadActor:
             if self.state is None:
                 self.state = await load_thread(store, self.thread_id)
             prepared = await self._resolve(cmd)
-            events = thread_domain.decide(self.state, prepared)
+            try:
+                events = thread_domain.decide(self.state, prepared)
+            except DomainError:
+                # Refusals are decided on our cached state; another process may have moved the
+                # thread on (ended its run, say). Refuse only what the log's latest state refuses.
+                if not await self._catch_up():
+                    raise
+                continue
             if not events:
+                if await self._catch_up():
+                    continue
                 return self.state, []
             try:
                 recorded = await store.append(self.stream, self.state.version, events, meta)
@@ -113,9 +122,12 @@ class ThreadActor:
                 return msgspec.structs.replace(cmd, run_status=status)
         return cmd
 
-    async def _catch_up(self) -> None:
-        for r in await self.registry.store.read_stream(self.stream, self.state.version):
+    async def _catch_up(self) -> bool:
+        """Fold in what other writers appended; whether there was anything."""
+        newer = await self.registry.store.read_stream(self.stream, self.state.version)
+        for r in newer:
             self.state = thread_domain.evolve(self.state, r.event)
+        return bool(newer)
 
     async def _snapshot(self) -> None:
         try:

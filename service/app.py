@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from events.store import EventStore
+from events.store import EventStore, Notify
 from projections.projector import READ_MODELS
 from service import database, idempotency
 from service.actors import ActorRegistry
@@ -29,6 +29,7 @@ from service.models import tokens
 from service.models.router import ModelRouter
 from service.observability import current_trace_id, flush_periodically
 from service.runs.engine import RunEngine
+from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps
 
 log = structlog.get_logger("threadline.http")
@@ -54,6 +55,7 @@ class Services:
     actors: ActorRegistry
     keys: KeyCache
     engine: RunEngine
+    hub: StreamHub
 
 
 @web.middleware
@@ -109,6 +111,8 @@ async def _authenticate(request: web.Request) -> None:
     if authorization[:7].lower() == "bearer ":
         key = authorization[7:].strip()
     key = key or request.headers.get("api-key", "").strip() or None
+    if key is None and request.method == "GET" and request.path.endswith("/stream"):
+        key = request.query.get("api_key") or None    # EventSource cannot send headers
     services: Services = request.app[SERVICES]
     principal = await services.keys.lookup(services.db, key) if key else None
     if principal is None:
@@ -161,16 +165,19 @@ def create_app(config: Config, database_url: str) -> web.Application:
         db = await database.connect(database_url, config.db_pool_size)
         await database.prepare(db)
         uploads = await database.connect(database_url, config.upload_connections)
-        store = EventStore(db, READ_MODELS)
+        hub = StreamHub()
+        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
+        hub.listen(database_url)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
         router = ModelRouter.from_env()
         await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
         engine = RunEngine(Deps(actors, db, router, config))
-        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine)
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub)
         log_flusher = asyncio.create_task(flush_periodically())
         yield
         log_flusher.cancel()
         await engine.close()
+        await hub.close()
         await router.aclose()
         await actors.close()
         await store.close()
@@ -178,6 +185,11 @@ def create_app(config: Config, database_url: str) -> web.Application:
         await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def end_streams(app: web.Application) -> None:
+        app[SERVICES].hub.shutdown()     # open streams would otherwise hold the shutdown for a minute
+
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)

@@ -33,6 +33,7 @@ class Config:
     run_sweep_seconds: float = 1.0
     max_tool_rounds: int = 20
     shutdown_grace_seconds: float = 20.0
+    stream_keepalive_seconds: float = 15.0
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -51,4 +52,5 @@ class Config:
             run_sweep_seconds=_float("THREADLINE_RUN_SWEEP_SECONDS", 1.0),
             max_tool_rounds=_int("THREADLINE_MAX_TOOL_ROUNDS", 20),
             shutdown_grace_seconds=_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", 20.0),
+            stream_keepalive_seconds=_float("THREADLINE_STREAM_KEEPALIVE_SECONDS", 15.0),
         )

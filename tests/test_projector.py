@@ -38,5 +38,5 @@ def test_a_cleared_response_format_reads_auto():
 
 def test_the_wire_form_is_one_json_array():
     created = AgentCreated(agent_id="asst_1", project="p", created_at=1, model="m")
-    doc = msgspec.json.decode(READ_MODELS.changes([created]))
+    doc = msgspec.json.decode(READ_MODELS.changes([created], [1]))
     assert doc[0][:3] == ["agent", "asst_1", "p"] and doc[0][3]["object"] == "assistant"

@@ -170,7 +170,6 @@ async def test_create_thread_and_run(client):
     ({"truncation_strategy": {"type": "last_messages"}}, "truncation_strategy.last_messages"),
     ({"max_completion_tokens": 10}, "max_completion_tokens"),
     ({"temperature": 3}, "temperature"),
-    ({"stream": True}, "stream"),
 ])
 async def test_bad_run_requests_are_refused_and_create_nothing(client, body, param):
     assistant = await client.ok("POST", "/assistants", {"model": "builtin/echo", "tools": WEATHER_TOOLS})

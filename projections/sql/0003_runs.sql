@@ -5,6 +5,7 @@ CREATE TABLE runs (
     project     text COLLATE "C" NOT NULL,
     status      text NOT NULL,
     expires_at  bigint,
+    version     integer,            -- the thread stream's version of RunCreated: where its events start
     data        jsonb NOT NULL
 );
 CREATE INDEX runs_by_thread ON runs (thread_id, id);
@@ -57,8 +58,9 @@ BEGIN
         WHEN 'message.delete' THEN
             DELETE FROM messages WHERE id = c->>1;
         WHEN 'run' THEN
-            INSERT INTO runs (id, thread_id, project, status, expires_at, data)
-            SELECT c->>1, t.id, t.project, 'queued', (c->>3)::bigint, c->4 FROM threads t WHERE t.id = c->>2;
+            INSERT INTO runs (id, thread_id, project, status, expires_at, version, data)
+            SELECT c->>1, t.id, t.project, 'queued', (c->>3)::bigint, (c->>5)::integer, c->4
+            FROM threads t WHERE t.id = c->>2;
         WHEN 'run.merge' THEN
             UPDATE runs SET data = data || (c->2),
                             status = coalesce(c->2->>'status', status),

@@ -18,6 +18,10 @@ _QUERY_SCHEMAS = {
     "before": {"type": "string", "description": "An object id: the page ends before it."},
     "run_id": {"type": "string", "description": "Only messages created by this run."},
     "purpose": {"type": "string", "description": "Only files with this purpose."},
+    "after@sse": {"type": "string", "pattern": "^[0-9]+$",
+                  "description": "Resume after this event id (the same as the Last-Event-ID header)."},
+    "api_key": {"type": "string", "description": "The API key, for clients that cannot send headers "
+                                                 "(EventSource); only on GET …/stream."},
     "include[]": {"type": "string", "enum": ["step_details.tool_calls[*].file_search.results[*].content"],
                   "description": "Extra fields to include (comma-separated when several)."},
 }
@@ -46,7 +50,8 @@ def openapi_document() -> dict[str, Any]:
             "parameters": [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", r.path)
-            ] + [{"name": q, "in": "query", "required": False, "schema": _QUERY_SCHEMAS[q]} for q in r.query],
+            ] + [{"name": q, "in": "query", "required": False,
+                  "schema": _QUERY_SCHEMAS.get(f"{q}@sse" if r.sse else q) or _QUERY_SCHEMAS[q]} for q in r.query],
             "responses": {
                 "200": _ok(r, refs),
                 **{code: {"description": text, "content": {"application/json": {"schema": refs[ErrorEnvelope]}}}
@@ -83,6 +88,11 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _ok(route, refs) -> dict:
+    if route.sse:
+        return {"description": "Server-sent events: `id:` (the event's version in the thread's stream), "
+                               "`event:` (thread.run.*, thread.run.step.*, thread.message.*, ping) and one "
+                               "`data:` JSON line each; `event: done` / `data: [DONE]` when the run ends.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
     if route.binary:
         return {"description": "The file's bytes",
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}

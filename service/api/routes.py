@@ -9,7 +9,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Run, RunStep, Thread
-from service.api import assistants, files, messages, runs, threads
+from service.api import assistants, files, messages, runs, streams, threads
 from service.api.http import read_body
 from service.api.requests import (
     CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
@@ -33,6 +33,7 @@ class Route:
     query: tuple[str, ...] = ()
     multipart: bool = False
     binary: bool = False
+    sse: bool = False
 
 
 ROUTES: tuple[Route, ...] = (
@@ -47,6 +48,9 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/assistants/{assistant_id}", assistants.delete_assistant, "Delete an assistant", "Assistants",
           response=DeletionStatus),
 
+    # Before /threads/{thread_id}: under /api/projects/{project} both are dynamic and the first wins.
+    Route("POST", "/threads/runs", runs.create_thread_and_run, "Create a thread and run it", "Runs",
+          CreateThreadAndRunRequest, Run),
     Route("POST", "/threads", threads.create_thread, "Create a thread, optionally with messages", "Threads",
           CreateThreadRequest, Thread),
     Route("GET", "/threads", threads.list_threads, "List threads", "Threads", response=ListPage, query=LIST_PARAMS),
@@ -67,8 +71,6 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/threads/{thread_id}/messages/{message_id}", messages.delete_message, "Delete a message",
           "Messages", response=DeletionStatus),
 
-    Route("POST", "/threads/runs", runs.create_thread_and_run, "Create a thread and run it", "Runs",
-          CreateThreadAndRunRequest, Run),
     Route("POST", "/threads/{thread_id}/runs", runs.create_run, "Create a run", "Runs", CreateRunRequest, Run,
           query=("include[]",)),
     Route("GET", "/threads/{thread_id}/runs", runs.list_runs, "List a thread's runs", "Runs",
@@ -80,6 +82,12 @@ ROUTES: tuple[Route, ...] = (
           response=Run),
     Route("POST", "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", runs.submit_tool_outputs,
           "Submit the outputs of every pending tool call, in one request", "Runs", SubmitToolOutputsRequest, Run),
+    Route("GET", "/threads/{thread_id}/runs/{run_id}/stream", streams.run_events,
+          "Replay and follow a run's events (SSE; resume with Last-Event-ID or ?after=)", "Streams",
+          query=("after", "api_key"), sse=True),
+    Route("GET", "/threads/{thread_id}/stream", streams.thread_events,
+          "Every event of a thread, live (SSE; resume with Last-Event-ID or ?after=)", "Streams",
+          query=("after", "api_key"), sse=True),
     Route("GET", "/threads/{thread_id}/runs/{run_id}/steps", runs.list_steps, "List a run's steps", "Runs",
           response=ListPage, query=(*LIST_PARAMS, "include[]")),
     Route("GET", "/threads/{thread_id}/runs/{run_id}/steps/{step_id}", runs.get_step, "Get a run step", "Runs",

@@ -10,6 +10,7 @@ from projections import queries
 from service.api.errors import ApiError, not_found
 from service.api.http import ctx_of, page_request, raw_ok, services
 from service.api.messages import new_message
+from service.api.streams import sdk_stream
 from service.api.requests import (
     CreateRunRequest, CreateThreadAndRunRequest, RunSettings, SubmitToolOutputsRequest, UpdateRunRequest,
     check_response_format, check_tool_choice, check_tools,
@@ -19,12 +20,6 @@ from service.domain import thread
 from service.ids import new_id, now
 
 INCLUDABLE = {"step_details.tool_calls[*].file_search.results[*].content"}
-
-
-def _refuse_streaming(stream: bool | None) -> None:
-    if stream:
-        raise ApiError(400, "Streaming runs ('stream': true) are not available on this server yet; "
-                       "create the run without 'stream' and poll it.", param="stream")
 
 
 def _check_include(request: web.Request) -> list[str]:
@@ -74,8 +69,7 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
     )
 
 
-async def create_run(request: web.Request, body: CreateRunRequest) -> web.Response:
-    _refuse_streaming(body.stream)
+async def create_run(request: web.Request, body: CreateRunRequest) -> web.StreamResponse:
     _check_include(request)
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
@@ -83,13 +77,14 @@ async def create_run(request: web.Request, body: CreateRunRequest) -> web.Respon
     messages = [await new_message(request, thread_id, m, f"additional_messages[{i}]")
                 for i, m in enumerate(body.additional_messages or [])]
     tl = services(request)
-    await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run, messages), ctx.meta("create_run"))
+    _, recorded = await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run, messages), ctx.meta("create_run"))
     tl.engine.submit(thread_id, run.run_id)
+    if body.stream:
+        return await sdk_stream(request, thread_id, run.run_id, recorded[-1].version - 1)
     return await _current_run(request, thread_id, run.run_id)
 
 
-async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRequest) -> web.Response:
-    _refuse_streaming(body.stream)
+async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRequest) -> web.StreamResponse:
     ctx = ctx_of(request)
     thread_id = new_id("thread_")
     run = await _run_created(request, thread_id, body)      # refuses a bad request before anything is made
@@ -103,6 +98,8 @@ async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRe
     await tl.actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread_and_run"))
     await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run), ctx.meta("create_thread_and_run"))
     tl.engine.submit(thread_id, run.run_id)
+    if body.stream:
+        return await sdk_stream(request, thread_id, run.run_id, 0, with_thread=True)
     return await _current_run(request, thread_id, run.run_id)
 
 
@@ -149,15 +146,17 @@ async def cancel_run(request: web.Request) -> web.Response:
     return await _current_run(request, thread_id, run_id)
 
 
-async def submit_tool_outputs(request: web.Request, body: SubmitToolOutputsRequest) -> web.Response:
-    _refuse_streaming(body.stream)
+async def submit_tool_outputs(request: web.Request, body: SubmitToolOutputsRequest) -> web.StreamResponse:
     ctx = ctx_of(request)
     thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
     outputs = [{"tool_call_id": o.tool_call_id, "output": o.output} for o in body.tool_outputs]
     tl = services(request)
-    await tl.actors.ask(thread_id, runs.SubmitToolOutputs(ctx.project, run_id, outputs, now(), run_status=None),
-                        ctx.meta("submit_tool_outputs"))
+    _, recorded = await tl.actors.ask(
+        thread_id, runs.SubmitToolOutputs(ctx.project, run_id, outputs, now(), run_status=None),
+        ctx.meta("submit_tool_outputs"))
     tl.engine.submit(thread_id, run_id)
+    if body.stream:
+        return await sdk_stream(request, thread_id, run_id, recorded[0].version - 1)
     return await _current_run(request, thread_id, run_id)
 
 

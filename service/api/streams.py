@@ -1,0 +1,151 @@
+"""Server-sent events: the SDKs' run streams, and resumable streams of a run or a whole thread.
+
+Every stream reads the thread's log: first what was committed after the client's position
+(`Last-Event-ID` or `?after=`, a version of the thread's stream), then live events as they commit.
+So a stream can start, stop and resume anywhere, in any process, and replay a run from last month.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from events.store import RecordedEvent
+from projections import queries
+from service.api.errors import ApiError, not_found
+from service.api.http import REQUEST_ID, ctx_of, services
+from service.streams.frames import DONE, KEEPALIVE, TERMINAL, FrameView
+from service.streams.hub import Subscription
+
+PAGE = 500
+
+
+def _position(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 12:
+        raise ApiError(400, f"Invalid event id '{raw[:32]}': expected a number from this stream's 'id:' lines.",
+                       param="after")
+    return int(raw)
+
+
+async def _seed(request: web.Request, view: FrameView, events: list[RecordedEvent]) -> None:
+    """Objects begun before the first event the view sees come from the read model."""
+    want = view.missing(events)
+    if not any(want.values()):
+        return
+    db = services(request).db
+    for kind, table in (("runs", "runs"), ("steps", "run_steps"), ("messages", "messages")):
+        if want[kind]:
+            rows = await db.fetch(f"SELECT data::text FROM {table} WHERE id = ANY($1::text[])", list(want[kind]))
+            for r in rows:
+                view.seed(kind, msgspec.json.decode(r[0]))
+
+
+def _ended(view: FrameView, until_requires_action: bool) -> bool:
+    if view.run_status in TERMINAL:
+        return True
+    return until_requires_action and view.run_status == "requires_action"
+
+
+async def open_sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no", "x-request-id": request[REQUEST_ID]})
+    await response.prepare(request)
+    return response
+
+
+async def follow(request: web.Request, response: web.StreamResponse, thread_id: str, after: int,
+                 view: FrameView, *, until_requires_action: bool = False, follow_forever: bool = False) -> None:
+    """Write the view's frames for the thread's events after `after`, then live ones, until the
+    run ends (or waits for tool outputs, for the SDK streams), then `done`."""
+    tl = services(request)
+    stream = f"thread-{thread_id}"
+    sub: Subscription = tl.hub.subscribe(stream)
+    keepalive = tl.config.stream_keepalive_seconds
+    try:
+        read_log = True
+        while True:
+            if read_log:
+                events = await tl.store.read_stream(stream, after, PAGE)
+                more = len(events) == PAGE
+            else:
+                events, more = [], False
+            pushed, stale = sub.take()
+            if sub.overflowed or sub.closing:
+                return          # too far behind, or the service is stopping: the client resumes from its last id
+            if not read_log:
+                events = [r for r in pushed if r.version > after]
+                if events and events[0].version != after + 1:      # a gap: the log has it
+                    events = await tl.store.read_stream(stream, after, PAGE)
+            if events:
+                await _seed(request, view, events)
+                out = []
+                for r in events:
+                    out += view.frames(r)
+                    after = r.version
+                    if not follow_forever and _ended(view, until_requires_action):
+                        break
+                if out:
+                    await response.write(b"".join(f.encode() for f in out))
+                if not follow_forever and _ended(view, until_requires_action):
+                    await response.write(DONE.encode())
+                    return
+            if more or stale:
+                read_log = True
+                continue
+            if read_log and not events and not follow_forever and view.run_id is not None:
+                # Caught up with the log: a run that ended before the client's position has no more to say.
+                status = await tl.db.fetchval("SELECT status FROM runs WHERE id = $1", view.run_id)
+                if status in TERMINAL or status is None:
+                    await response.write(DONE.encode())
+                    return
+            woken = await sub.wait(keepalive)
+            if not woken:
+                await response.write(KEEPALIVE.encode())
+            # Woken by our own process's commit: the pushed events are enough. On a timeout, or a
+            # wake-up from another process, read the log.
+            read_log = not woken or sub.stale
+    finally:
+        tl.hub.unsubscribe(sub)
+
+
+async def run_events(request: web.Request) -> web.StreamResponse:
+    """GET /threads/{thread_id}/runs/{run_id}/stream — replay and follow one run (EventSource-ready)."""
+    ctx = ctx_of(request)
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    db = services(request).db
+    row = await db.fetchrow("SELECT version, status FROM runs WHERE id = $1 AND thread_id = $2 AND project = $3",
+                            run_id, thread_id, ctx.project)
+    if row is None:
+        if not await queries.thread_exists(db, ctx.project, thread_id):
+            raise not_found("thread", thread_id)
+        raise not_found("run", run_id)
+    after = _position(request)
+    if after is None:
+        after = (row[0] or 1) - 1
+    response = await open_sse(request)
+    await follow(request, response, thread_id, after, FrameView(run_id))
+    return response
+
+
+async def thread_events(request: web.Request) -> web.StreamResponse:
+    """GET /threads/{thread_id}/stream — every event of the thread, live; stays open between runs."""
+    ctx = ctx_of(request)
+    thread_id = request.match_info["thread_id"]
+    if not await queries.thread_exists(services(request).db, ctx.project, thread_id):
+        raise not_found("thread", thread_id)
+    after = _position(request)
+    response = await open_sse(request)
+    await follow(request, response, thread_id, after or 0, FrameView(), follow_forever=True)
+    return response
+
+
+async def sdk_stream(request: web.Request, thread_id: str, run_id: str, after: int, *,
+                     with_thread: bool = False) -> web.StreamResponse:
+    """The answer to `"stream": true`: the run's events from `after` until it ends or needs tool outputs."""
+    response = await open_sse(request)
+    view = FrameView(run_id, include_thread_created=with_thread, sdk=True)
+    await follow(request, response, thread_id, after, view, until_requires_action=True)
+    return response

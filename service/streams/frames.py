@@ -1,0 +1,198 @@
+"""Server-sent event frames from a thread's log: the run, step and message events of §4.
+
+Pure: a `FrameView` folds recorded events into the objects they describe (with the projector's own
+changes, so a frame shows exactly what the API would have shown at that point) and turns each event
+into the frames a client expects. A frame's `id` is the event's version in the thread's stream, so
+a client resumes with `Last-Event-ID` and misses nothing. Objects created before the first event a
+view sees are seeded from the read model by the shell (see `FrameView.missing`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from events.store import RecordedEvent
+from events.types import (
+    Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended,
+    MessageUpdated, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
+    RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
+    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadUpdated, ToolOutputsSubmitted,
+)
+from projections.objects import thread_from
+from projections.projector import read_model_changes
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+_encoder = msgspec.json.Encoder()
+_RUN_EVENT_NAMES = {RunCompleted: "completed", RunIncomplete: "incomplete", RunFailed: "failed",
+                    RunCancelled: "cancelled", RunExpired: "expired", RunCancelling: "cancelling",
+                    RunStarted: "in_progress", RunRequeued: "queued", RunRequiredAction: "requires_action"}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    id: int | None
+    event: str
+    data: Any
+
+    def encode(self) -> bytes:
+        """LF framing, one event line and one single-line data line: the form both SDK parsers read."""
+        data = self.data if isinstance(self.data, bytes) else _encoder.encode(self.data)
+        head = f"id: {self.id}\nevent: {self.event}\ndata: ".encode() if self.id is not None else \
+            f"event: {self.event}\ndata: ".encode()
+        return head + data + b"\n\n"
+
+
+DONE = Frame(None, "done", b"[DONE]")
+KEEPALIVE = Frame(None, "ping", b"{}")   # a named event: azure-ai-agents refuses ':' comments
+
+
+# Beyond §4.2: resumable streams show them, the SDK streams leave them out (openai builds a typed
+# event from every `thread.*` name it receives).
+_NOT_FOR_SDKS = frozenset({"thread.updated", "thread.deleted", "thread.message.updated", "thread.message.deleted",
+                           "thread.run.updated"})
+
+
+def _plain(obj: Any) -> dict:
+    return msgspec.to_builtins(obj)
+
+
+class FrameView:
+    """The objects of one thread's runs as of the last event folded in, and the frames each event makes."""
+
+    def __init__(self, run_id: str | None = None, *, include_thread_created: bool = False, sdk: bool = False):
+        self.run_id = run_id                 # None: every event of the thread
+        self.include_thread_created = include_thread_created
+        self.sdk = sdk                       # only the event names the SDKs know (§4.2)
+        self.runs: dict[str, dict] = {}
+        self.steps: dict[str, dict] = {}
+        self.messages: dict[str, dict] = {}
+        self.run_status: str | None = None
+
+    # -- seeding objects that began before the events we see --------------------------------------
+
+    def missing(self, events: list[RecordedEvent]) -> dict[str, set[str]]:
+        """Ids the events refer to that the view has not seen created: the shell loads them."""
+        want: dict[str, set[str]] = {"runs": set(), "steps": set(), "messages": set()}
+        for r in events:
+            e = r.event
+            run_id = getattr(e, "run_id", None)
+            if run_id and not isinstance(e, RunCreated) and run_id not in self.runs:
+                want["runs"].add(run_id)
+            step_id = getattr(e, "step_id", None)
+            if step_id and not isinstance(e, RunStepCreated) and step_id not in self.steps:
+                want["steps"].add(step_id)
+            message_id = getattr(e, "message_id", None)
+            if message_id and not isinstance(e, MessageCreated) and message_id not in self.messages:
+                want["messages"].add(message_id)
+        return want
+
+    def seed(self, kind: str, obj: dict) -> None:
+        getattr(self, kind)[obj["id"]] = obj
+
+    # -- folding --------------------------------------------------------------------------------
+
+    def frames(self, recorded: RecordedEvent) -> list[Frame]:
+        """Fold one event in; the frames it makes for this view (none if it is not about our run)."""
+        e = recorded.event
+        before = self._belongs(e)
+        self._apply(e, recorded.version)
+        if not (before or self._belongs(e)):
+            return []
+        v = recorded.version
+        return [Frame(v, name, data) for name, data in self._named(e) if not self.sdk or name not in _NOT_FOR_SDKS]
+
+    def _belongs(self, e: Event) -> bool:
+        if self.run_id is None:
+            return True
+        if isinstance(e, ThreadCreated):
+            return self.include_thread_created
+        run_id = getattr(e, "run_id", None)
+        if run_id is not None:
+            return run_id == self.run_id
+        message_id = getattr(e, "message_id", None)
+        if message_id is not None:
+            return (self.messages.get(message_id) or {}).get("run_id") == self.run_id
+        return False
+
+    def _apply(self, e: Event, version: int) -> None:
+        for change in read_model_changes([e], [version]):
+            kind, id_ = change[0], change[1]
+            if kind == "run":
+                self.runs[id_] = _plain(change[4])
+            elif kind == "step":
+                step = _plain(change[3])
+                run = self.runs.get(change[2]) or {}
+                step.update(thread_id=run.get("thread_id", ""), assistant_id=run.get("assistant_id"))
+                self.steps[id_] = step
+            elif kind == "message":
+                self.messages[id_] = _plain(change[4])
+            elif kind.endswith(".merge"):
+                table = {"run": self.runs, "step": self.steps, "message": self.messages}.get(kind.split(".")[0])
+                if table is not None and id_ in table:
+                    table[id_] = {**table[id_], **_plain(change[2])}
+            elif kind == "message.delete":
+                self.messages.pop(id_, None)
+
+    def _named(self, e: Event) -> list[tuple[str, Any]]:
+        match e:
+            case ThreadCreated():
+                return [("thread.created", _plain(thread_from(e)))]
+            case ThreadUpdated():
+                return [("thread.updated", {"id": e.thread_id, **_plain(e)})]
+            case ThreadDeleted():
+                return [("thread.deleted", {"id": e.thread_id, "object": "thread.deleted", "deleted": True})]
+            case RunCreated():
+                run = self._run(e.run_id)
+                return [("thread.run.created", run), ("thread.run.queued", run)]
+            case RunStepCreated():
+                step = self.steps[e.step_id]
+                if e.type == "tool_calls":
+                    # Created with no calls, then the calls as a delta: the order openai's handler needs.
+                    empty = {**step, "step_details": {"type": "tool_calls", "tool_calls": []}}
+                    calls = [{"index": i, "id": c["id"], "type": "function",
+                              "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"],
+                                           "output": None}} for i, c in enumerate(e.tool_calls)]
+                    delta = {"id": e.step_id, "object": "thread.run.step.delta",
+                             "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}}}
+                    return [("thread.run.step.created", empty), ("thread.run.step.in_progress", empty),
+                            ("thread.run.step.delta", delta)]
+                return [("thread.run.step.created", step), ("thread.run.step.in_progress", step)]
+            case MessageCreated():
+                message = self.messages[e.message_id]
+                if e.status == "in_progress":
+                    return [("thread.message.created", message), ("thread.message.in_progress", message)]
+                return [("thread.message.created", message), ("thread.message.completed", message)]
+            case MessageTextAppended():
+                return [("thread.message.delta", {"id": e.message_id, "object": "thread.message.delta", "delta": {
+                    "content": [{"index": e.index, "type": "text", "text": {"value": e.text, "annotations": []}}]}})]
+            case MessageCompleted():
+                return [("thread.message.completed", self.messages.get(e.message_id) or {"id": e.message_id})]
+            case MessageIncomplete():
+                return [("thread.message.incomplete", self.messages.get(e.message_id) or {"id": e.message_id})]
+            case MessageUpdated():
+                return [("thread.message.updated", self.messages.get(e.message_id) or {"id": e.message_id})]
+            case MessageDeleted():
+                return [("thread.message.deleted", {"id": e.message_id, "object": "thread.message.deleted",
+                                                    "deleted": True})]
+            case RunStepCompleted():
+                return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id})]
+            case RunStepEnded():
+                return [(f"thread.run.step.{e.status}", self.steps.get(e.step_id) or {"id": e.step_id})]
+            case ToolOutputsSubmitted():
+                return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id}),
+                        ("thread.run.queued", self._run(e.run_id))]
+            case RunUpdated():
+                return [("thread.run.updated", self._run(e.run_id))]
+        status = _RUN_EVENT_NAMES.get(type(e))
+        if status is not None:
+            return [(f"thread.run.{status}", self._run(e.run_id))]
+        return []
+
+    def _run(self, run_id: str) -> dict:
+        run = self.runs.get(run_id) or {"id": run_id}
+        if run_id == self.run_id:
+            self.run_status = run.get("status")
+        return run
