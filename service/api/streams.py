@@ -99,6 +99,9 @@ async def follow(request: web.Request, response: web.StreamResponse, thread_id: 
                 # Caught up with the log: a run that ended before the client's position has no more to say.
                 status = await tl.db.fetchval("SELECT status FROM runs WHERE id = $1", view.run_id)
                 if status in TERMINAL or status is None:
+                    # It may have ended after our read of the log: read once more, then we are done.
+                    if await tl.store.read_stream(stream, after, 1):
+                        continue
                     await response.write(DONE.encode())
                     return
             woken = await sub.wait(keepalive)

@@ -21,8 +21,8 @@ from events.types import (
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
     RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadUpdated, ToolOutputsSubmitted,
 )
+from projections.memory import ThreadModels
 from projections.objects import thread_from
-from projections.projector import read_model_changes
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 _encoder = msgspec.json.Encoder()
@@ -66,9 +66,8 @@ class FrameView:
         self.run_id = run_id                 # None: every event of the thread
         self.include_thread_created = include_thread_created
         self.sdk = sdk                       # only the event names the SDKs know (§4.2)
-        self.runs: dict[str, dict] = {}
-        self.steps: dict[str, dict] = {}
-        self.messages: dict[str, dict] = {}
+        self.model = ThreadModels()
+        self.runs, self.steps, self.messages = self.model.runs, self.model.steps, self.model.messages
         self.run_status: str | None = None
 
     # -- seeding objects that began before the events we see --------------------------------------
@@ -98,7 +97,7 @@ class FrameView:
         """Fold one event in; the frames it makes for this view (none if it is not about our run)."""
         e = recorded.event
         before = self._belongs(e)
-        self._apply(e, recorded.version)
+        self.model.apply(e, recorded.version)
         if not (before or self._belongs(e)):
             return []
         v = recorded.version
@@ -116,25 +115,6 @@ class FrameView:
         if message_id is not None:
             return (self.messages.get(message_id) or {}).get("run_id") == self.run_id
         return False
-
-    def _apply(self, e: Event, version: int) -> None:
-        for change in read_model_changes([e], [version]):
-            kind, id_ = change[0], change[1]
-            if kind == "run":
-                self.runs[id_] = _plain(change[4])
-            elif kind == "step":
-                step = _plain(change[3])
-                run = self.runs.get(change[2]) or {}
-                step.update(thread_id=run.get("thread_id", ""), assistant_id=run.get("assistant_id"))
-                self.steps[id_] = step
-            elif kind == "message":
-                self.messages[id_] = _plain(change[4])
-            elif kind.endswith(".merge"):
-                table = {"run": self.runs, "step": self.steps, "message": self.messages}.get(kind.split(".")[0])
-                if table is not None and id_ in table:
-                    table[id_] = {**table[id_], **_plain(change[2])}
-            elif kind == "message.delete":
-                self.messages.pop(id_, None)
 
     def _named(self, e: Event) -> list[tuple[str, Any]]:
         match e:
