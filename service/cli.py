@@ -1,4 +1,4 @@
-"""The `threadline` command: serve, keys create, migrate."""
+"""The `threadline` command: serve, keys create, migrate, replay, audit verify."""
 
 from __future__ import annotations
 
@@ -91,6 +91,18 @@ async def _migrate(config: Config) -> None:
     print("\n".join(applied) if applied else "schema is up to date")
 
 
+async def _with_database(config: Config, work):
+    """Run `work(pool)` against the migrated database; returns what it returns."""
+    from service import database
+
+    pool = await database.connect(_database_url(config), 4)
+    try:
+        await database.prepare(pool)
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     create = keys_sub.add_parser("create", help="create an API key (the last line printed is the key)")
     create.add_argument("--project", required=True)
     sub.add_parser("migrate", help="apply pending schema migrations")
+    replay = sub.add_parser("replay", help="print a thread's timeline from its log")
+    replay.add_argument("thread_id")
+    replay.add_argument("--format", choices=("text", "full", "jsonl"), default="text",
+                        help="text: one line per event (model text pieces folded away); full: every event; "
+                             "jsonl: one JSON object per event")
+    replay.add_argument("--as-of", help="stop at this event version or RFC 3339 time")
+    audit_cmd = sub.add_parser("audit", help="verify the log's hash chains")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="recompute hash chains; exit 1 at a broken link")
+    verify.add_argument("thread_id", nargs="?")
+    verify.add_argument("--all", action="store_true", help="every stream in the log")
     args = parser.parse_args(argv)
 
     config = Config.from_env()
@@ -114,6 +137,15 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_create_key(config, args.project))
     elif args.command == "migrate":
         asyncio.run(_migrate(config))
+    elif args.command == "replay":
+        from service import replay as replaying
+        asyncio.run(_with_database(config, lambda db: replaying.replay(db, args.thread_id, args.format, args.as_of)))
+    elif args.command == "audit":
+        from service import replay as replaying
+        if not args.thread_id and not args.all:
+            parser.error("audit verify: give a THREAD_ID or --all")
+        ok = asyncio.run(_with_database(config, lambda db: replaying.verify(db, None if args.all else args.thread_id)))
+        sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

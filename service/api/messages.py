@@ -9,6 +9,7 @@ from events.types import (
 )
 from projections import queries
 from projections.objects import DeletionStatus, message_from
+from service.api import audit
 from service.api.errors import ApiError, not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import (
@@ -61,6 +62,8 @@ async def create_message(request: web.Request, body: CreateMessageRequest) -> we
 async def list_messages(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
+    if "as_of" in request.query:
+        return await audit.list_messages_as_of(request, thread_id, request.query["as_of"])
     page = page_request(request)
     db = services(request).db
     if not await queries.thread_exists(db, ctx.project, thread_id):

@@ -18,10 +18,13 @@ _QUERY_SCHEMAS = {
     "before": {"type": "string", "description": "An object id: the page ends before it."},
     "run_id": {"type": "string", "description": "Only messages created by this run."},
     "purpose": {"type": "string", "description": "Only files with this purpose."},
-    "after@sse": {"type": "string", "pattern": "^[0-9]+$",
+    "after@version": {"type": "string", "pattern": "^[0-9]+$",
                   "description": "Resume after this event id (the same as the Last-Event-ID header)."},
     "api_key": {"type": "string", "description": "The API key, for clients that cannot send headers "
                                                  "(EventSource); only on GET …/stream."},
+    "as_of": {"type": "string", "description": "An event version of the thread, or an RFC 3339 time: the "
+                                               "thread as it was then, rebuilt from its log."},
+    "type": {"type": "string", "description": "Only events of these types (comma-separated)."},
     "include[]": {"type": "string", "enum": ["step_details.tool_calls[*].file_search.results[*].content"],
                   "description": "Extra fields to include (comma-separated when several)."},
 }
@@ -51,7 +54,8 @@ def openapi_document() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", r.path)
             ] + [{"name": q, "in": "query", "required": False,
-                  "schema": _QUERY_SCHEMAS.get(f"{q}@sse" if r.sse else q) or _QUERY_SCHEMAS[q]} for q in r.query],
+                  "schema": _QUERY_SCHEMAS.get(f"{q}@version" if r.versioned else q) or _QUERY_SCHEMAS[q]}
+                 for q in r.query],
             "responses": {
                 "200": _ok(r, refs),
                 **{code: {"description": text, "content": {"application/json": {"schema": refs[ErrorEnvelope]}}}

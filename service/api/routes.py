@@ -9,7 +9,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Run, RunStep, Thread
-from service.api import assistants, files, messages, runs, streams, threads
+from service.api import assistants, audit, files, messages, runs, streams, threads
 from service.api.http import read_body
 from service.api.requests import (
     CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
@@ -34,6 +34,7 @@ class Route:
     multipart: bool = False
     binary: bool = False
     sse: bool = False
+    versioned: bool = False     # `after` is an event version of the thread's stream, not an object id
 
 
 ROUTES: tuple[Route, ...] = (
@@ -54,7 +55,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/threads", threads.create_thread, "Create a thread, optionally with messages", "Threads",
           CreateThreadRequest, Thread),
     Route("GET", "/threads", threads.list_threads, "List threads", "Threads", response=ListPage, query=LIST_PARAMS),
-    Route("GET", "/threads/{thread_id}", threads.get_thread, "Get a thread", "Threads", response=Thread),
+    Route("GET", "/threads/{thread_id}", threads.get_thread, "Get a thread (as it was, with as_of)", "Threads",
+          response=Thread, query=("as_of",)),
+    Route("GET", "/threads/{thread_id}/events", audit.list_events,
+          "The thread's raw events in order (audit): after, limit, type, run_id", "Audit",
+          response=audit.EventList, query=("after", "limit", "type", "run_id"), versioned=True),
     Route("POST", "/threads/{thread_id}", threads.update_thread, "Update a thread", "Threads",
           UpdateThreadRequest, Thread),
     Route("DELETE", "/threads/{thread_id}", threads.delete_thread, "Delete a thread", "Threads",
@@ -62,8 +67,9 @@ ROUTES: tuple[Route, ...] = (
 
     Route("POST", "/threads/{thread_id}/messages", messages.create_message, "Add a message to a thread",
           "Messages", CreateMessageRequest, Message),
-    Route("GET", "/threads/{thread_id}/messages", messages.list_messages, "List a thread's messages", "Messages",
-          response=ListPage, query=(*LIST_PARAMS, "run_id")),
+    Route("GET", "/threads/{thread_id}/messages", messages.list_messages,
+          "List a thread's messages (as they were, with as_of)", "Messages",
+          response=ListPage, query=(*LIST_PARAMS, "run_id", "as_of")),
     Route("GET", "/threads/{thread_id}/messages/{message_id}", messages.get_message, "Get a message", "Messages",
           response=Message),
     Route("POST", "/threads/{thread_id}/messages/{message_id}", messages.update_message, "Update a message's metadata",
@@ -84,10 +90,10 @@ ROUTES: tuple[Route, ...] = (
           "Submit the outputs of every pending tool call, in one request", "Runs", SubmitToolOutputsRequest, Run),
     Route("GET", "/threads/{thread_id}/runs/{run_id}/stream", streams.run_events,
           "Replay and follow a run's events (SSE; resume with Last-Event-ID or ?after=)", "Streams",
-          query=("after", "api_key"), sse=True),
+          query=("after", "api_key"), sse=True, versioned=True),
     Route("GET", "/threads/{thread_id}/stream", streams.thread_events,
           "Every event of a thread, live (SSE; resume with Last-Event-ID or ?after=)", "Streams",
-          query=("after", "api_key"), sse=True),
+          query=("after", "api_key"), sse=True, versioned=True),
     Route("GET", "/threads/{thread_id}/runs/{run_id}/steps", runs.list_steps, "List a run's steps", "Runs",
           response=ListPage, query=(*LIST_PARAMS, "include[]")),
     Route("GET", "/threads/{thread_id}/runs/{run_id}/steps/{step_id}", runs.get_step, "Get a run step", "Runs",

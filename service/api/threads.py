@@ -8,6 +8,7 @@ from aiohttp import web
 from events.types import ThreadCreated
 from projections import queries
 from projections.objects import DeletionStatus, thread_from
+from service.api import audit
 from service.api.errors import not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.messages import new_message
@@ -33,6 +34,8 @@ async def list_threads(request: web.Request) -> web.Response:
 
 async def get_thread(request: web.Request) -> web.Response:
     thread_id = request.match_info["thread_id"]
+    if "as_of" in request.query:
+        return await audit.get_thread_as_of(request, thread_id, request.query["as_of"])
     data = await queries.get_thread(services(request).db, ctx_of(request).project, thread_id)
     if data is None:
         raise not_found("thread", thread_id)
