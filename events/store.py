@@ -17,7 +17,8 @@ import asyncpg
 import msgspec
 from opentelemetry import trace
 
-from events.types import Event, decode_event, encode_event
+from events import cipher
+from events.types import EVENT_TYPES, Event, decode_event, encode_event
 
 tracer = trace.get_tracer("threadline.events")
 
@@ -101,19 +102,53 @@ def _append_sql(projection: Projection | None, notify: Notify | None) -> str:
     return f"WITH {ctes} {_APPEND}" + "".join(f" CROSS JOIN {name}" for name, _ in parts)
 
 
-def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(
-        position=row[0], stream=row[1], version=row[2], type=row[3],
-        event=decode_event(row[3], row[4]), metadata=_metadata_decoder.decode(row[5]),
-        recorded_at=row[6],
-    )
+def _sealed(type_name: str, data: str) -> bool:
+    return type_name in cipher.SECRET_PATHS and cipher.PREFIX in data
+
+
+def _open(stream: str, type_name: str, data: str, keys: dict[str, bytes | None]) -> dict:
+    doc = msgspec.json.decode(data)
+    cipher.unseal(doc, type_name, keys.get(cipher.thread_of(stream) or ""), stream)
+    return doc
+
+
+async def _rows_to_events(db, keyring: cipher.KeyRing, rows: list[asyncpg.Record]) -> list[RecordedEvent]:
+    """Decode rows, decrypting sealed content with its thread's key ("[erased]" once the key is gone)."""
+    threads = {cipher.thread_of(r[1]) for r in rows if _sealed(r[3], r[4])}
+    keys = await keyring.keys(db, {t for t in threads if t}) if threads else {}
+    out = []
+    for r in rows:
+        if _sealed(r[3], r[4]):
+            event = msgspec.convert(_open(r[1], r[3], r[4], keys), EVENT_TYPES[r[3]])
+        else:
+            event = decode_event(r[3], r[4])
+        out.append(RecordedEvent(position=r[0], stream=r[1], version=r[2], type=r[3], event=event,
+                                 metadata=_metadata_decoder.decode(r[5]), recorded_at=r[6]))
+    return out
+
+
+def _encode(stream: str, event: Event, keys: dict[str, bytes | None]) -> str:
+    type_name = type(event).__name__
+    key = keys.get(cipher.thread_of(stream) or "") if type_name in cipher.SECRET_PATHS else None
+    if key is None:
+        return encode_event(event)
+    doc = msgspec.to_builtins(event)
+    cipher.seal(doc, type_name, key, stream)
+    return _metadata_encoder.encode(doc).decode()
 
 
 async def write_appends(
     conn: asyncpg.Connection, appends: Sequence[Append], projection: Projection | None,
-    notify: Notify | None = None,
+    notify: Notify | None = None, keyring: cipher.KeyRing | None = None,
 ) -> list[list[RecordedEvent]]:
-    """Write the appends and their read models in one statement (in the caller's transaction, if any)."""
+    """Write the appends and their read models in one statement (in the caller's transaction, if any).
+    With a keyring, thread content is sealed with the thread's key (made with the thread)."""
+    keys: dict[str, bytes | None] = {}
+    if keyring is not None:
+        threads = {cipher.thread_of(a.stream) for a in appends} - {None}
+        if threads:
+            keys = await keyring.keys(conn, threads, {cipher.thread_of(a.stream) for a in appends
+                                                      if a.expected_version == 0} - {None})
     streams, versions, types, data, metas, flat = [], [], [], [], [], []
     for a in appends:
         meta = _metadata_encoder.encode(a.metadata).decode()
@@ -121,7 +156,7 @@ async def write_appends(
             streams.append(a.stream)
             versions.append(i)
             types.append(type(ev).__name__)
-            data.append(encode_event(ev))
+            data.append(_encode(a.stream, ev, keys))
             metas.append(meta)
             flat.append(ev)
     args = [streams, versions, types, data, metas]
@@ -157,6 +192,7 @@ class EventStore:
         self.projection = projection
         self.notify = notify
         self.on_commit = on_commit
+        self.keyring = cipher.KeyRing() if projection is not None else None
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
@@ -194,7 +230,8 @@ class EventStore:
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
             async with self.pool.acquire() as conn:   # one statement: its own transaction
-                results = await write_appends(conn, [w.append for w in batch], self.projection, self.notify)
+                results = await write_appends(conn, [w.append for w in batch], self.projection, self.notify,
+                                              self.keyring)
         except asyncpg.UniqueViolationError:
             if len(batch) == 1:
                 a = batch[0].append
@@ -220,7 +257,7 @@ class EventStore:
                           limit: int = 1_000_000) -> list[RecordedEvent]:
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM read_stream($1, $2, $3)", stream, after_version, limit)
-        return [_row_to_event(r) for r in rows]
+        return await _rows_to_events(self.pool, self._keys, rows)
 
     async def read_all(self, after: Checkpoint, limit: int = 1000) -> tuple[list[RecordedEvent], Checkpoint]:
         """Events committed after the checkpoint, never skipping a late committer."""
@@ -229,7 +266,20 @@ class EventStore:
             str(after.xid), after.position, limit)
         if not rows:
             return [], after
-        return [_row_to_event(r) for r in rows], Checkpoint(rows[-1][7], rows[-1][0])
+        return await _rows_to_events(self.pool, self._keys, rows), Checkpoint(rows[-1][7], rows[-1][0])
+
+    @property
+    def _keys(self) -> cipher.KeyRing:
+        if self.keyring is None:
+            self.keyring = cipher.KeyRing()
+        return self.keyring
+
+    async def reveal(self, stream: str, type_name: str, data: str) -> str:
+        """An event's stored JSON with its content decrypted (audit listings)."""
+        if not _sealed(type_name, data):
+            return data
+        keys = await self._keys.keys(self.pool, {cipher.thread_of(stream) or ""})
+        return _metadata_encoder.encode(_open(stream, type_name, data, keys)).decode()
 
     # -- snapshots ------------------------------------------------------------------------------
 

@@ -110,6 +110,13 @@ class ThreadDeleted(Event):
     thread_id: str
 
 
+class ThreadErased(Event):
+    """The thread's content key was destroyed: its words are gone from the log for good."""
+    thread_id: str
+    erased_at: int
+    reason: str = "erasure request"
+
+
 class MessageCreated(Event):
     message_id: str
     thread_id: str
@@ -292,7 +299,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         AgentCreated, AgentUpdated, AgentDeleted,
-        ThreadCreated, ThreadUpdated, ThreadDeleted,
+        ThreadCreated, ThreadUpdated, ThreadDeleted, ThreadErased,
         MessageCreated, MessageUpdated, MessageDeleted,
         MessageTextAppended, MessageCompleted, MessageIncomplete,
         RunCreated, RunStarted, RunRequeued, RunStepCreated, RunStepCompleted, RunStepEnded,

@@ -16,7 +16,7 @@ from events.types import (
     MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, MessageUpdated, RunCancelled,
     RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated,
-    ThreadCreated, ThreadDeleted, ThreadUpdated, ToolOutputsSubmitted,
+    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolOutputsSubmitted,
 )
 from projections.objects import assistant_from, file_from, message_from, run_from, step_from, thread_from
 
@@ -62,6 +62,7 @@ CHANGES: dict[type, Callable[[Any], Change]] = {
     ThreadCreated: lambda e: ("thread", e.thread_id, e.project, thread_from(e)),
     ThreadUpdated: lambda e: ("thread.merge", e.thread_id, _changed(e, "thread_id")),
     ThreadDeleted: lambda e: ("thread.delete", e.thread_id),
+    ThreadErased: lambda e: ("thread.delete", e.thread_id),     # nothing of it stays in the read models
     MessageCreated: lambda e: ("message", e.message_id, e.thread_id, e.run_id, message_from(e)),
     MessageUpdated: lambda e: ("message.merge", e.message_id, {"metadata": e.metadata}),
     MessageDeleted: lambda e: ("message.delete", e.message_id),

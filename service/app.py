@@ -16,7 +16,7 @@ from aiohttp import web
 
 from events.store import EventStore, Notify
 from projections.projector import READ_MODELS
-from service import database, idempotency
+from service import database, erasure, idempotency
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, error_response
 from service.api.http import CTX, REQUEST_ID, SERVICES, Ctx
@@ -35,7 +35,7 @@ from service.runs.execution import Deps
 log = structlog.get_logger("threadline.http")
 OPENAPI = web.AppKey("openapi", bytes)
 STATIC = Path(__file__).resolve().parent / "static"
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/"}
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/chat", "/"}
 DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
              asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
              ConnectionError, OSError, asyncio.TimeoutError)
@@ -152,8 +152,12 @@ async def docs(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "reference.html")
 
 
+async def chat(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "chat.html")
+
+
 async def root(request: web.Request) -> web.Response:
-    return web.Response(status=302, headers={"Location": "/docs"})
+    return web.Response(status=302, headers={"Location": "/chat"})
 
 
 def create_app(config: Config, database_url: str) -> web.Application:
@@ -173,9 +177,13 @@ def create_app(config: Config, database_url: str) -> web.Application:
         await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
         engine = RunEngine(Deps(actors, db, router, config))
         app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub)
-        log_flusher = asyncio.create_task(flush_periodically())
+        background = [asyncio.create_task(flush_periodically())]
+        if config.retention_days > 0:
+            background.append(asyncio.create_task(
+                erasure.retention_loop(actors, db, config.retention_days, config.retention_sweep_seconds)))
         yield
-        log_flusher.cancel()
+        for task in background:
+            task.cancel()
         await engine.close()
         await hub.close()
         await router.aclose()
@@ -193,6 +201,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs)
+    app.router.add_get("/chat", chat)
     app.router.add_get("/", root)
     app.router.add_static("/static/", STATIC)
     add_routes(app)

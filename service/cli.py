@@ -120,11 +120,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="text: one line per event (model text pieces folded away); full: every event; "
                              "jsonl: one JSON object per event")
     replay.add_argument("--as-of", help="stop at this event version or RFC 3339 time")
+    erase = sub.add_parser("erase", help="erase a thread's content for good (crypto-shredding)")
+    erase.add_argument("thread_id")
     audit_cmd = sub.add_parser("audit", help="verify the log's hash chains")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="recompute hash chains; exit 1 at a broken link")
     verify.add_argument("thread_id", nargs="?")
     verify.add_argument("--all", action="store_true", help="every stream in the log")
+    projections_cmd = sub.add_parser("projections", help="manage the read models")
+    projections_sub = projections_cmd.add_subparsers(dest="projections_command", required=True)
+    rebuild_cmd = projections_sub.add_parser(
+        "rebuild", help="rebuild every read model from the log into fresh tables and switch to them "
+                        "atomically while the service keeps answering")
+    rebuild_cmd.add_argument("--batch-size", type=int, default=10_000, help="events per batch (default 10000)")
     args = parser.parse_args(argv)
 
     config = Config.from_env()
@@ -140,12 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "replay":
         from service import replay as replaying
         asyncio.run(_with_database(config, lambda db: replaying.replay(db, args.thread_id, args.format, args.as_of)))
+    elif args.command == "erase":
+        from service import erasure
+        print(asyncio.run(_with_database(config, lambda db: erasure.erase_from_cli(db, args.thread_id))))
     elif args.command == "audit":
         from service import replay as replaying
         if not args.thread_id and not args.all:
             parser.error("audit verify: give a THREAD_ID or --all")
         ok = asyncio.run(_with_database(config, lambda db: replaying.verify(db, None if args.all else args.thread_id)))
         sys.exit(0 if ok else 1)
+    elif args.command == "projections":
+        from projections import rebuild as rebuilding
+        sys.exit(asyncio.run(rebuilding.rebuild_from_cli(_database_url(config), args.batch_size)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ class Config:
     max_tool_rounds: int = 20
     shutdown_grace_seconds: float = 20.0
     stream_keepalive_seconds: float = 15.0
+    retention_days: float = 0.0
+    retention_sweep_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -53,4 +55,6 @@ class Config:
             max_tool_rounds=_int("THREADLINE_MAX_TOOL_ROUNDS", 20),
             shutdown_grace_seconds=_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", 20.0),
             stream_keepalive_seconds=_float("THREADLINE_STREAM_KEEPALIVE_SECONDS", 15.0),
+            retention_days=_float("THREADLINE_RETENTION_DAYS", 0.0),
+            retention_sweep_seconds=_float("THREADLINE_RETENTION_SWEEP_SECONDS", 3600.0),
         )

@@ -30,6 +30,13 @@ class AuditEvent(msgspec.Struct):
     object: str = "thread.event"
 
 
+class Erasure(msgspec.Struct):
+    id: str
+    erased: bool
+    files_deleted: list[str]
+    object: str = "thread.erased"
+
+
 class EventList(msgspec.Struct):
     data: list[AuditEvent]
     first_id: str | None
@@ -54,7 +61,9 @@ async def list_events(request: web.Request) -> web.Response:
                                      limit=int(limit) + 1, types=types, run_id=q.get("run_id") or None)
     more = len(rows) > int(limit)
     data = []
+    store = services(request).store
     for position, version, type_, payload, metadata, recorded_at, hash_ in rows[: int(limit)]:
+        payload = await store.reveal(f"thread-{thread_id}", type_, payload)
         meta = msgspec.json.decode(metadata)
         data.append(AuditEvent(version=version, position=position, type=type_, recorded_at=recorded_at.isoformat(),
                                api_key_id=meta.get("api_key_id"), request_id=meta.get("request_id"),
@@ -131,3 +140,13 @@ async def list_messages_as_of(request: web.Request, thread_id: str, raw: str) ->
 
 def _page(items: list[dict], more: bool) -> web.Response:
     return raw_ok(queries.Page([(m["id"], msgspec.json.encode(m).decode()) for m in items], more).to_json())
+
+
+async def erase_thread(request: web.Request) -> web.Response:
+    """POST /threads/{thread_id}/erase — destroy the thread's content everywhere (also once deleted)."""
+    from service.erasure import erase_thread as erase
+
+    ctx = ctx_of(request)
+    tl = services(request)
+    done = await erase(tl.actors, tl.db, request.match_info["thread_id"], ctx.project, meta=ctx.meta("erase_thread"))
+    return json_ok(Erasure(id=done["id"], erased=True, files_deleted=done["files_deleted"]))

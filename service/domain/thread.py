@@ -12,13 +12,13 @@ from msgspec import UNSET, UnsetType
 
 from events.types import (
     Event, JSON, MessageCreated, MessageDeleted, MessageUpdated, RunCreated, ThreadCreated, ThreadDeleted,
-    ThreadUpdated,
+    ThreadErased, ThreadUpdated,
 )
 from service.domain import run as runs
 from service.domain.errors import InvalidRequest, NotFound
 
 MAX_MESSAGES = 100_000
-SNAPSHOT_SCHEMA = 2  # bump when ThreadState changes shape: older snapshots are then ignored
+SNAPSHOT_SCHEMA = 3  # bump when ThreadState changes shape: older snapshots are then ignored
 
 
 class ThreadState(msgspec.Struct):
@@ -28,6 +28,7 @@ class ThreadState(msgspec.Struct):
     deleted: bool = False
     message_count: int = 0
     active_run: runs.ActiveRun | None = None
+    erased: bool = False
 
 
 class CreateThread(msgspec.Struct, frozen=True):
@@ -43,6 +44,13 @@ class UpdateThread(msgspec.Struct, frozen=True):
 
 class DeleteThread(msgspec.Struct, frozen=True):
     project: str
+
+
+class EraseThread(msgspec.Struct, frozen=True):
+    """Also for deleted threads: their log still holds their content until erased."""
+    project: str
+    at: int
+    reason: str = "erasure request"
 
 
 class AddMessage(msgspec.Struct, frozen=True):
@@ -97,6 +105,14 @@ def decide(state: ThreadState, cmd) -> list[Event]:
         case DeleteThread(project=project):
             _require_thread(state, project)
             return [ThreadDeleted(thread_id=state.thread_id)]
+        case EraseThread(project=project, at=at, reason=reason):
+            if state.version == 0 or state.project != project:
+                raise NotFound("thread", state.thread_id)
+            if state.erased:
+                return []
+            ending = runs.decide_engine(state.active_run, runs.FinishRun(state.active_run.run_id, at, "failed", {})) \
+                if state.active_run is not None else []
+            return [*ending, ThreadErased(thread_id=state.thread_id, erased_at=at, reason=reason)]
         case AddMessage(project=project, message=message):
             _require_thread(state, project)
             runs.thread_is_free(state.thread_id, state.active_run, adding="messages")
@@ -124,6 +140,8 @@ def evolve(state: ThreadState, event: Event) -> ThreadState:
             return msgspec.structs.replace(state, version=version, project=project)
         case ThreadDeleted():
             return msgspec.structs.replace(state, version=version, deleted=True)
+        case ThreadErased():
+            return msgspec.structs.replace(state, version=version, deleted=True, erased=True)
         case MessageCreated():
             return msgspec.structs.replace(state, version=version, message_count=state.message_count + 1)
         case MessageDeleted():

@@ -19,7 +19,7 @@ from events.types import (
     Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended,
     MessageUpdated, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadUpdated, ToolOutputsSubmitted,
+    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolOutputsSubmitted,
 )
 from projections.memory import ThreadModels
 from projections.objects import thread_from
@@ -51,7 +51,7 @@ KEEPALIVE = Frame(None, "ping", b"{}")   # a named event: azure-ai-agents refuse
 
 # Beyond §4.2: resumable streams show them, the SDK streams leave them out (openai builds a typed
 # event from every `thread.*` name it receives).
-_NOT_FOR_SDKS = frozenset({"thread.updated", "thread.deleted", "thread.message.updated", "thread.message.deleted",
+_NOT_FOR_SDKS = frozenset({"thread.updated", "thread.deleted", "thread.erased", "thread.message.updated", "thread.message.deleted",
                            "thread.run.updated"})
 
 
@@ -122,6 +122,8 @@ class FrameView:
                 return [("thread.created", _plain(thread_from(e)))]
             case ThreadUpdated():
                 return [("thread.updated", {"id": e.thread_id, **_plain(e)})]
+            case ThreadErased():
+                return [("thread.erased", {"id": e.thread_id, "object": "thread.erased", "erased_at": e.erased_at})]
             case ThreadDeleted():
                 return [("thread.deleted", {"id": e.thread_id, "object": "thread.deleted", "deleted": True})]
             case RunCreated():
