@@ -71,6 +71,16 @@ async def database_url(server_url) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+async def own_database(server_url):
+    """(url, pool) of a database for one test module alone: for tests that tamper with or erase data."""
+    url = await fresh_database(server_url)
+    pool = await database.connect(url, 4)
+    await database.prepare(pool)
+    yield url, pool
+    await pool.close()
+
+
 @pytest.fixture(scope="session")
 async def db(database_url):
     pool = await database.connect(database_url, 8)

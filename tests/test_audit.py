@@ -12,22 +12,11 @@ from datetime import datetime, timezone
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import ROOT, Client, fresh_database, new_key
+from conftest import ROOT, Client, new_key
 from conftest import test_config as make_config
 from events import audit
-from service import database
 from service.app import create_app
 from test_runs_api import script, wait_run
-
-
-@pytest.fixture(scope="module")
-async def own_database(server_url):
-    """Tampering tests edit the log: they get a database of their own."""
-    url = await fresh_database(server_url)
-    pool = await database.connect(url, 4)
-    await database.prepare(pool)
-    yield url, pool
-    await pool.close()
 
 
 @pytest.fixture(scope="module")

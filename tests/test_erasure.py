@@ -6,24 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import Client, fresh_database, new_key
+from conftest import Client, new_key
 from conftest import test_config as make_config
 from events import audit
-from service import database
 from service.app import create_app
 from test_runs_api import script, wait_run
-
-
-@pytest.fixture(scope="module")
-async def own_database(server_url):
-    url = await fresh_database(server_url)
-    pool = await database.connect(url, 4)
-    await database.prepare(pool)
-    yield url, pool
-    await pool.close()
 
 
 async def every_stored_text(pool) -> str:

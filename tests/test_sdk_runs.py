@@ -133,8 +133,8 @@ def test_azure_create_thread_and_process_run(service, project_key, mount):
         assert messages[1].run_id == run.id and messages[1].agent_id == agent.id
 
 
-def test_azure_auto_function_calls_run_two_parallel_tools(az, tmp_path):
-    called: list[tuple[str, str]] = []
+def weather_and_time(called: list[tuple[str, str]]) -> tuple:
+    """Two Python functions for the SDKs' auto function calls; each call is recorded in `called`."""
 
     def get_weather(city: str) -> str:
         """Weather for a city.
@@ -154,8 +154,13 @@ def test_azure_auto_function_calls_run_two_parallel_tools(az, tmp_path):
         called.append(("get_time", tz))
         return json.dumps({"time": "12:00", "tz": tz})
 
+    return get_weather, get_time
+
+
+def test_azure_auto_function_calls_run_two_parallel_tools(az, tmp_path):
+    called: list[tuple[str, str]] = []
     toolset = ToolSet()
-    toolset.add(FunctionTool({get_weather, get_time}))
+    toolset.add(FunctionTool(set(weather_and_time(called))))
     az.enable_auto_function_calls(toolset)
     agent = az.create_agent(model=two_calls_then_text(tmp_path), name="tools", toolset=toolset)
     assert sorted(t.function.name for t in agent.tools) == ["get_time", "get_weather"]

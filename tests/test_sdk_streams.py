@@ -25,7 +25,7 @@ from azure.ai.agents.models import (
 from openai import AssistantEventHandler, AsyncAssistantEventHandler, AsyncOpenAI, OpenAI
 
 from tests.conftest import new_key
-from tests.test_sdk_runs import WEATHER_TOOLS, azure_kwargs, script
+from tests.test_sdk_runs import WEATHER_TOOLS, azure_kwargs, script, weather_and_time
 
 ANSWER = "Sunny in Paris; it is 12:00 CET."
 PACE = 0.06      # seconds between a script's words: more than the run's 50 ms text batching, so one delta each
@@ -409,27 +409,8 @@ def test_azure_stream_text_from_deltas_equals_the_final_message(az, tmp_path):
 
 def test_azure_stream_with_auto_function_calls_chains_the_tool_outputs_stream(az, tmp_path):
     called: list[tuple[str, str]] = []
-
-    def get_weather(city: str) -> str:
-        """Weather for a city.
-
-        :param city: The city.
-        :return: The weather.
-        """
-        called.append(("get_weather", city))
-        return json.dumps({"weather": f"sunny in {city}"})
-
-    def get_time(tz: str) -> str:
-        """Time in a time zone.
-
-        :param tz: The time zone.
-        :return: The time.
-        """
-        called.append(("get_time", tz))
-        return json.dumps({"time": "12:00", "tz": tz})
-
     toolset = ToolSet()
-    toolset.add(FunctionTool({get_weather, get_time}))
+    toolset.add(FunctionTool(set(weather_and_time(called))))
     az.enable_auto_function_calls(toolset)
     agent = az.create_agent(model=two_calls_then_text(tmp_path), name="tools", toolset=toolset)
     thread = az.threads.create()
@@ -471,6 +452,7 @@ def test_azure_stream_of_a_failing_run_shows_failed_in_on_thread_run(az, tmp_pat
 
 async def test_azure_async_stream_text_and_auto_function_calls(service, project_key, tmp_path):
     called: list[tuple[str, str]] = []
+    sync_weather, get_time = weather_and_time(called)
 
     async def get_weather(city: str) -> str:
         """Weather for a city.
@@ -478,17 +460,7 @@ async def test_azure_async_stream_text_and_auto_function_calls(service, project_
         :param city: The city.
         :return: The weather.
         """
-        called.append(("get_weather", city))
-        return json.dumps({"weather": f"sunny in {city}"})
-
-    def get_time(tz: str) -> str:
-        """Time in a time zone.
-
-        :param tz: The time zone.
-        :return: The time.
-        """
-        called.append(("get_time", tz))
-        return json.dumps({"time": "12:00", "tz": tz})
+        return sync_weather(city)      # an async function among the tools, as AsyncToolSet allows
 
     async with AsyncAgentsClient(**azure_kwargs(service.url, *project_key)) as client:
         text = "Asynchronous agents stream too."
