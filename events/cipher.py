@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+from functools import lru_cache
 from typing import Any, Iterator
 
 import asyncpg
@@ -32,6 +33,11 @@ SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ToolOutputsSubmitted": (("tool_calls", "*", "function", "arguments"),
                              ("tool_calls", "*", "function", "output")),
 }
+
+
+@lru_cache(maxsize=4096)
+def _aes(key: bytes) -> AESGCM:
+    return AESGCM(key)
 
 
 def thread_of(stream: str) -> str | None:
@@ -62,7 +68,7 @@ def _leaves(node: Any, path: tuple[str, ...]) -> Iterator[tuple[Any, Any]]:
 def seal(doc: dict, type_name: str, key: bytes, stream: str) -> bool:
     """Encrypt the content strings of an event's JSON document in place; whether any were."""
     sealed = False
-    aes = AESGCM(key)
+    aes = _aes(key)
     for path in SECRET_PATHS.get(type_name, ()):
         for container, k in _leaves(doc, path):
             nonce = os.urandom(12)
@@ -74,7 +80,7 @@ def seal(doc: dict, type_name: str, key: bytes, stream: str) -> bool:
 
 def unseal(doc: dict, type_name: str, key: bytes | None, stream: str) -> None:
     """Decrypt in place; with no key (erased) the content reads "[erased]"."""
-    aes = AESGCM(key) if key is not None else None
+    aes = _aes(key) if key is not None else None
     for path in SECRET_PATHS.get(type_name, ()):
         for container, k in _leaves(doc, path):
             value = container[k]
