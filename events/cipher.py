@@ -101,6 +101,7 @@ class KeyRing:
 
     def forget(self, thread_id: str) -> None:
         self._keys.pop(thread_id, None)
+        _aes.cache_clear()      # no cipher object keeps an erased key alive in memory
 
     async def keys(self, conn, thread_ids: set[str], create: set[str] = frozenset()) -> dict[str, bytes | None]:
         """Keys of these threads; threads in `create` get one if they have none."""
