@@ -65,7 +65,7 @@ async def follow(request: web.Request, response: web.StreamResponse, thread_id: 
     sub: Subscription = tl.hub.subscribe(stream)
     keepalive = tl.config.stream_keepalive_seconds
     try:
-        read_log = True
+        read_log, quiet = True, 0
         while True:
             if read_log:
                 events = await tl.store.read_stream(stream, after, PAGE)
@@ -107,9 +107,11 @@ async def follow(request: web.Request, response: web.StreamResponse, thread_id: 
             woken = await sub.wait(keepalive)
             if not woken:
                 await response.write(KEEPALIVE.encode())
-            # Woken by our own process's commit: the pushed events are enough. On a timeout, or a
-            # wake-up from another process, read the log.
-            read_log = not woken or sub.stale
+                quiet += 1
+            # Woken by our own process's commit: the pushed events are enough. On a wake-up from
+            # another process read the log; and every few quiet keep-alives too, in case a NOTIFY
+            # was lost (an idle stream must not cost a query per keep-alive).
+            read_log = sub.stale or (not woken and quiet % 4 == 0)
     finally:
         tl.hub.unsubscribe(sub)
 
