@@ -49,7 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from results import RESULTS, read_section, write_section  # noqa: E402
+from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 PYTHON = sys.executable
 
 CONTENT = "Benchmark message: the quick brown fox jumps over the lazy dog, then appends another line."
@@ -870,12 +870,7 @@ class Bench:
                 "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker = "<!-- history: one row per run, newest last -->"
-        old = read_section("appends")
-        kept = ""
-        if marker in old:
-            kept = "".join(ln + "\n" for ln in old.split(marker, 1)[1].splitlines()
-                           if ln.startswith("| 2"))   # data rows start with the year
+        marker, kept = HISTORY, earlier_rows("appends")
         write_section("appends",
             "## Message appends (`ops/bench/appends.py`)\n\n"
             "`POST /v1/threads/{id}/messages` through the HTTP API against two baselines measured back to back "

@@ -26,3 +26,14 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+HISTORY = "<!-- history: one row per run, newest last -->"
+
+
+def earlier_rows(name: str) -> str:
+    """The history rows already in a section (data rows start with the year)."""
+    old = read_section(name)
+    if HISTORY not in old:
+        return ""
+    return "".join(ln + "\n" for ln in old.split(HISTORY, 1)[1].splitlines() if ln.startswith("| 2"))

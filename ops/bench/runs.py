@@ -53,7 +53,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from appends import CONTENT, PYTHON, Bench, _install_uvloop, _pct  # noqa: E402
-from results import RESULTS, read_section, write_section  # noqa: E402
+from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 
 MODEL = "builtin/echo"
 CONCURRENCY = 50              # threads and concurrent clients in phase (1)
@@ -562,11 +562,7 @@ class RunsBench(Bench):
                 "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker = "<!-- history: one row per run, newest last -->"
-        old = read_section("runs")
-        kept = ""
-        if marker in old:
-            kept = "".join(ln + "\n" for ln in old.split(marker, 1)[1].splitlines() if ln.startswith("| 2"))
+        marker, kept = HISTORY, earlier_rows("runs")
         a = self.args
         write_section("runs",
             "## Runs (`ops/bench/runs.py`)\n\n"

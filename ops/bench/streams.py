@@ -82,7 +82,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from appends import PYTHON, Bench, _install_uvloop, _pct
-from results import RESULTS, read_section, write_section
+from results import HISTORY, RESULTS, earlier_rows, write_section
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "tired", "owls", "watch", "from", "an", "old", "oak", "tree", "and", "nobody", "says", "anything", "about", "it", "until", "morning", "comes"]
 ANSWER = " ".join(WORDS[i % len(WORDS)] for i in range(200))          # 200 one-word chunks
@@ -1207,11 +1207,7 @@ class StreamsBench(Bench):
                 "text": text, "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker = "<!-- history: one row per run, newest last -->"
-        old = read_section("streams")
-        kept = ""
-        if marker in old:
-            kept = "".join(ln + "\n" for ln in old.split(marker, 1)[1].splitlines() if ln.startswith("| 2"))
+        marker, kept = HISTORY, earlier_rows("streams")
         write_section("streams",
             "## SSE streams (`ops/bench/streams.py`)\n\n"
             "Run streams (`\"stream\": true`) and idle thread streams against a bare aiohttp SSE server that "
