@@ -81,6 +81,15 @@ async def test_as_of_shows_the_thread_as_it_was(api, tmp_path):
     assert (await api.ok("GET", f"/threads/{tid}", params={"as_of": "4"}))["metadata"] == {"v": "2"}
     by_time = await api.ok("GET", f"/threads/{tid}/messages", params={"as_of": before})
     assert [m["content"][0]["text"]["value"] for m in by_time["data"]] == ["a"]
+    # A run after the point is not there either.
+    head = (await api.ok("GET", f"/threads/{tid}/events", params={"limit": "1000"}))["last_id"]
+    asst = await api.ok("POST", "/assistants", {"model": "builtin/echo"})
+    run = await api.ok("POST", f"/threads/{tid}/runs", {"assistant_id": asst["id"]})
+    assert (await wait_run(api, tid, run["id"]))["status"] == "completed"
+    assert len((await api.ok("GET", f"/threads/{tid}/messages"))["data"]) == 2
+    before_run = await api.ok("GET", f"/threads/{tid}/messages", params={"as_of": head})
+    assert [m["content"][0]["text"]["value"] for m in before_run["data"]] == ["a"]
+    assert (await api.ok("GET", f"/threads/{tid}/messages", params={"as_of": head, "run_id": run["id"]}))["data"] == []
     await api.ok("DELETE", f"/threads/{tid}")
     assert (await api.call("GET", f"/threads/{tid}"))[0] == 404
     gone_but_audited = await api.ok("GET", f"/threads/{tid}/messages", params={"as_of": "3"})
@@ -123,6 +132,7 @@ async def test_verify_finds_an_edited_row_and_a_missing_row(api, own_database, t
     assert (await audit.verify(pool)).ok
     ok = await asyncio.to_thread(cli, url, "audit", "verify", tid)
     assert ok.returncode == 0 and "every hash chain verifies" in ok.stderr
+    assert "verified" in ok.stderr and "events in 1 streams" in ok.stderr      # the progress line
 
     stream = f"thread-{tid}"
     # An attacker with database access: the append-only trigger is switched off first.

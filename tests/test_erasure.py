@@ -12,6 +12,7 @@ from conftest import Client, new_key
 from conftest import test_config as make_config
 from events import audit
 from service.app import create_app
+from test_audit import cli
 from test_runs_api import script, wait_run
 
 
@@ -89,7 +90,9 @@ async def test_retention_erases_threads_idle_for_too_long(own_database):
     await http.start_server()
     try:
         api = Client(http, await new_key(pool, "retention"))
-        thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "old news"}]})
+        upload = await api.upload(b"old file", "old.txt")
+        thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "old news",
+                                                                 "attachments": [{"file_id": upload["id"]}]}]})
         deadline = asyncio.get_running_loop().time() + 10
         while (await api.call("GET", f"/threads/{thread['id']}"))[0] != 404:
             assert asyncio.get_running_loop().time() < deadline, "retention did not erase the idle thread"
@@ -97,5 +100,27 @@ async def test_retention_erases_threads_idle_for_too_long(own_database):
         events = await pool.fetch("SELECT type, metadata->>'causation' FROM events WHERE stream = $1 ORDER BY version",
                                   f"thread-{thread['id']}")
         assert (events[-1][0], events[-1][1]) == ("ThreadErased", "retention")
+        assert (await api.call("GET", f"/files/{upload['id']}"))[0] == 404      # its files go with it
+    finally:
+        await http.close()
+
+
+async def test_threadline_erase_from_the_command_line(own_database):
+    url, pool = own_database
+    secret = f"cli-secret-{uuid.uuid4().hex}"
+    app = create_app(make_config(), url)
+    http = TestClient(TestServer(app))
+    await http.start_server()
+    try:
+        api = Client(http, await new_key(pool, "erasure-cli"))
+        thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": secret}]})
+        assert secret in await every_stored_text(pool)
+        done = await asyncio.to_thread(cli, url, "erase", thread["id"])
+        assert done.returncode == 0 and f"erased thread {thread['id']}" in done.stdout, done.stderr
+        assert secret not in await every_stored_text(pool)
+        assert (await api.call("GET", f"/threads/{thread['id']}"))[0] == 404
+        assert (await audit.verify(pool, f"thread-{thread['id']}")).ok
+        missing = await asyncio.to_thread(cli, url, "erase", "thread_nope")
+        assert missing.returncode != 0 and "no thread thread_nope" in missing.stderr
     finally:
         await http.close()

@@ -219,3 +219,41 @@ async def test_a_stream_from_another_process_receives_every_event(database_url, 
         assert time.monotonic() - started < 10
     finally:
         await http.close()
+
+
+def test_a_slow_subscriber_is_cut_loose_without_touching_the_others():
+    from datetime import datetime, timezone
+
+    from events.store import EventMetadata, RecordedEvent
+    from events.types import ThreadDeleted
+    from service.streams.hub import MAX_QUEUED, StreamHub
+
+    hub = StreamHub()
+    slow, quick = hub.subscribe("thread-t"), hub.subscribe("thread-t")
+    def event(v):
+        return RecordedEvent(v, "thread-t", v, "ThreadDeleted", ThreadDeleted(thread_id="t"), EventMetadata(),
+                             datetime.now(timezone.utc))
+    for start in range(0, MAX_QUEUED + 1, 100):
+        hub.publish([event(v) for v in range(start + 1, start + 101)])
+        quick.take()                          # keeps up
+    assert slow.overflowed and not slow.queue  # nothing more is held for it; it resumes from the log
+    assert not quick.overflowed
+    hub.publish([event(MAX_QUEUED + 200)])
+    assert [r.version for r in quick.take()[0]] == [MAX_QUEUED + 200]
+
+
+async def test_a_client_that_goes_away_releases_its_subscription(slow_client):
+    from service.api.http import SERVICES
+
+    client, http = slow_client
+    hub = http.app[SERVICES].hub
+    thread = await client.ok("POST", "/threads")
+    before = len(hub)
+    async with http.get(f"/v1/threads/{thread['id']}/stream?api_key={client.key}") as resp:
+        assert resp.status == 200
+        await resp.content.readline()
+        assert len(hub) == before + 1
+    deadline = time.monotonic() + 5
+    while len(hub) != before:
+        assert time.monotonic() < deadline, "the subscription outlived its client"
+        await asyncio.sleep(0.02)
