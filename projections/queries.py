@@ -160,3 +160,14 @@ async def run_steps_of(db, run_id: str) -> list[str]:
 
 async def run_data(db, run_id: str) -> str | None:
     return await db.fetchval("SELECT data::text FROM runs WHERE id = $1", run_id)
+
+
+async def objects_by_id(db, table: Literal["runs", "run_steps", "messages"], ids: list[str]) -> list[str]:
+    """Stored objects by id, unscoped: for streams seeding objects of a thread already authorized."""
+    rows = await db.fetch(f"SELECT data::text FROM {table} WHERE id = ANY($1::text[])", ids)
+    return [r[0] for r in rows]
+
+
+async def file_name_and_size(db, file_id: str) -> tuple[str, int] | None:
+    row = await db.fetchrow("SELECT data->>'filename', (data->>'bytes')::bigint FROM files WHERE id = $1", file_id)
+    return (row[0], row[1]) if row else None

@@ -38,9 +38,8 @@ async def _seed(request: web.Request, view: FrameView, events: list[RecordedEven
     db = services(request).db
     for kind, table in (("runs", "runs"), ("steps", "run_steps"), ("messages", "messages")):
         if want[kind]:
-            rows = await db.fetch(f"SELECT data::text FROM {table} WHERE id = ANY($1::text[])", list(want[kind]))
-            for r in rows:
-                view.seed(kind, msgspec.json.decode(r[0]))
+            for data in await queries.objects_by_id(db, table, list(want[kind])):
+                view.seed(kind, msgspec.json.decode(data))
 
 
 def _ended(view: FrameView, until_requires_action: bool) -> bool:

@@ -69,7 +69,7 @@ def _image_part(url: str, detail: str | None) -> JSON:
 
 def fit_messages(system: list[JSON], history: list[JSON], *, context_window: int,
                  max_prompt_tokens: int | None, reserve: int, strategy: TruncationStrategy,
-                 encoding: str) -> list[JSON]:
+                 encoding: str, count: Callable[[JSON], int] | None = None) -> list[JSON]:
     """system + the most recent part of history that the strategy and the token budget allow.
 
     `last_messages: N` keeps the N most recent conversation messages (user and assistant text);
@@ -85,8 +85,9 @@ def fit_messages(system: list[JSON], history: list[JSON], *, context_window: int
     budget = context_window - reserve
     if max_prompt_tokens is not None:
         budget = min(budget, max_prompt_tokens)
-    used = TOKENS_REPLY_PRIMING + sum(count_message(message, encoding) for message in system)
-    unit_tokens = [sum(count_message(message, encoding) for message in unit) for unit in units]
+    count = count or (lambda message: count_message(message, encoding))    # a caller may have counted already
+    used = TOKENS_REPLY_PRIMING + sum(count(message) for message in system)
+    unit_tokens = [sum(count(message) for message in unit) for unit in units]
     first = 0
     total = used + sum(unit_tokens)
     while total > budget and first < len(units) - 1:

@@ -30,7 +30,7 @@ from service.ids import new_id, now
 from service.models.base import Finished, ModelError, ModelInfo, ModelRequest, TextDelta, ToolCallDelta, Usage
 from service.models.context import fit_messages, history_messages
 from service.models.router import ModelRouter
-from service.models.tokens import count_message, count_messages, count_text, count_tools
+from service.models.tokens import TOKENS_REPLY_PRIMING, count_message, count_text, count_tools
 
 log = structlog.get_logger("threadline.runs")
 
@@ -60,6 +60,7 @@ class Execution:
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.message_id: str | None = None
         self.text = ""
+        self.tokens: dict[int, int] = {}     # id(chat message) -> its token count, for this turn
 
     # -- talking to the thread's actor ---------------------------------------------------------
 
@@ -144,8 +145,9 @@ class Execution:
         reserve = tool_tokens + min(remaining or 4096, 4096, info.context_window // 4)
         messages = fit_messages(system, history, context_window=info.context_window,
                                 max_prompt_tokens=run.get("max_prompt_tokens"), reserve=reserve,
-                                strategy=run.get("truncation_strategy") or {"type": "auto"}, encoding=info.encoding)
-        prompt_tokens = count_messages(messages, info.encoding) + tool_tokens
+                                strategy=run.get("truncation_strategy") or {"type": "auto"}, encoding=info.encoding,
+                                count=lambda m: self.count(m, info.encoding))
+        prompt_tokens = TOKENS_REPLY_PRIMING + sum(self.count(m, info.encoding) for m in messages) + tool_tokens
         if run.get("max_prompt_tokens") is not None and prompt_tokens > run["max_prompt_tokens"]:
             return await self._incomplete("max_prompt_tokens")
 
@@ -235,7 +237,8 @@ class Execution:
         await self.ask(runs.AppendText(self.run_id, self.message_id or "", 0, text))
 
     async def _history(self, run: dict, info: ModelInfo) -> list[dict]:
-        """The thread's messages, oldest first, reading back from the newest only as far as needed."""
+        """The thread's messages as chat messages, oldest first, reading back from the newest only as
+        far as needed. Each is counted once, here; `self.tokens` keeps the counts for fitting."""
         strategy = run.get("truncation_strategy") or {}
         keep = strategy.get("last_messages") if strategy.get("type") == "last_messages" else None
         budget = info.context_window
@@ -244,18 +247,29 @@ class Execution:
         collected: list[dict] = []
         tokens = 0
         before = None
+        size = PAGE
         while True:
             page = [msgspec.json.decode(m) for m in await queries.recent_messages(self.deps.db, self.thread_id,
-                                                                                   before, PAGE)]
+                                                                                   before, size)]
             for m in page:
-                collected.append(m)
-                tokens += count_message(history_messages([m], lambda _: None)[0], info.encoding)
-            if len(page) < PAGE or tokens >= budget or (keep is not None and len(collected) >= keep):
+                chat = history_messages([m], lambda _: None)[0]
+                tokens += self.count(chat, info.encoding)
+                collected.append((m, chat))
+            if len(page) < size or tokens >= budget or (keep is not None and len(collected) >= keep):
                 break
-            before = page[-1]["id"]
+            before, size = page[-1]["id"], min(size * 4, 2000)    # a long thread: read further in bigger pages
         collected.reverse()
-        images = await self._images(collected)
-        return history_messages(collected, images.get)
+        images = await self._images([m for m, _ in collected])
+        if not images:
+            return [chat for _, chat in collected]
+        return [history_messages([m], images.get)[0] if _shows_image(m) else chat for m, chat in collected]
+
+    def count(self, message: dict, encoding: str) -> int:
+        """Tokens of a chat message, counted once per turn (they are counted again to fit and to bill)."""
+        known = self.tokens.get(id(message))
+        if known is None:
+            known = self.tokens[id(message)] = count_message(message, encoding)
+        return known
 
     async def _images(self, messages: list[dict]) -> dict[str, str]:
         """Data URLs of the image files the messages show (files of a few MB, read from the blob store)."""
@@ -263,14 +277,17 @@ class Execution:
                   if p.get("type") == "image_file"}
         out: dict[str, str] = {}
         for file_id in wanted:
-            row = await self.deps.db.fetchrow("SELECT data->>'filename', (data->>'bytes')::bigint FROM files "
-                                              "WHERE id = $1", file_id)
+            row = await queries.file_name_and_size(self.deps.db, file_id)
             if row is None or row[1] > MAX_IMAGE_BYTES:
                 continue
             mime = mimetypes.guess_type(row[0])[0] or "image/png"
             data = b"".join([chunk async for chunk in queries.file_chunks(self.deps.db, file_id)])
             out[file_id] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         return out
+
+
+def _shows_image(message: dict) -> bool:
+    return any(p.get("type") == "image_file" for p in message.get("content") or ())
 
 
 def _tool_rounds(steps: list[dict]) -> list[dict]:

@@ -33,6 +33,7 @@ class Subscription:
         self.closing = False       # the service is stopping: end the response, the client resumes elsewhere
         self.stale = False         # something was appended that only the log can tell
         self.wakeup = asyncio.Event()
+        self._timed_out = False
 
     def push(self, events: list[RecordedEvent]) -> None:
         if self.overflowed:
@@ -49,14 +50,21 @@ class Subscription:
         self.wakeup.set()
 
     async def wait(self, timeout: float) -> bool:
-        """True when woken, False on timeout (time for a keep-alive)."""
+        """True when woken, False on timeout (time for a keep-alive). A timer, not wait_for: that
+        would make a task per wait, for every idle stream."""
         if not self.wakeup.is_set():
+            timer = asyncio.get_running_loop().call_later(timeout, self._time_out)
             try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout)
-            except TimeoutError:
-                return False
+                await self.wakeup.wait()
+            finally:
+                timer.cancel()
         self.wakeup.clear()
-        return True
+        timed_out, self._timed_out = self._timed_out, False
+        return not timed_out or bool(self.queue) or self.stale or self.closing or self.overflowed
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self.wakeup.set()
 
     def take(self) -> tuple[list[RecordedEvent], bool]:
         """(events pushed from memory, whether the log must be read as well)."""
