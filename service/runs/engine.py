@@ -117,7 +117,7 @@ class RunEngine:
                 self.interrupt(run_id, "cancelled")
 
     async def _adopt_orphans(self) -> None:
-        for run_id, thread_id, status in await leases.orphans(self.deps.db):
+        for run_id, thread_id, status in await leases.orphans(self.deps.db, self.lease_seconds):
             if run_id in self._tasks:
                 continue
             if status != "queued":

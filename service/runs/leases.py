@@ -33,14 +33,19 @@ async def renew(db: asyncpg.Pool, owner: str, run_ids: list[str], seconds: float
     return {r[0]: r[1] for r in rows}
 
 
-async def orphans(db: asyncpg.Pool, limit: int = 100) -> list[tuple[str, str, str]]:
-    """Runs that need a process and have none: (run_id, thread_id, status)."""
+async def orphans(db: asyncpg.Pool, grace_seconds: float, limit: int = 100) -> list[tuple[str, str, str]]:
+    """Runs that need a process and have none: (run_id, thread_id, status). A run just queued has
+    no lease for a moment, until the process that queued it claims it: it is an orphan only once
+    its thread has been quiet for `grace_seconds`."""
     rows = await db.fetch(
         """SELECT r.id, r.thread_id, r.status FROM runs r
            LEFT JOIN run_leases l ON l.run_id = r.id
            WHERE r.status IN ('queued', 'in_progress', 'cancelling')
              AND (l.run_id IS NULL OR l.expires_at < now())
-           ORDER BY r.id LIMIT $1""", limit)
+             AND (r.status <> 'queued' OR (
+                  SELECT e.recorded_at FROM events e WHERE e.stream = 'thread-' || r.thread_id
+                  ORDER BY e.version DESC LIMIT 1) < now() - make_interval(secs => $2))
+           ORDER BY r.id LIMIT $1""", limit, grace_seconds)
     return [(r[0], r[1], r[2]) for r in rows]
 
 
