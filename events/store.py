@@ -95,7 +95,9 @@ def _append_sql(projection: Projection | None, notify: Notify | None) -> str:
     if projection is not None:
         parts.append(("projected", f"SELECT {projection.function}(${6 + len(parts)}::jsonb)"))
     if notify is not None:
-        parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)})"))
+        # The writer's transaction id goes last: catch-up readers know what they must get past.
+        parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)} || '|' "
+                                  "|| pg_current_xact_id()::text)"))
     if not parts:
         return _APPEND
     ctes = ", ".join(f"{name} AS MATERIALIZED ({sql})" for name, sql in parts)

@@ -31,6 +31,7 @@ from service.observability import current_trace_id, flush_periodically
 from service.runs.engine import RunEngine
 from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps
+from service.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger("threadline.http")
 OPENAPI = web.AppKey("openapi", bytes)
@@ -56,6 +57,7 @@ class Services:
     keys: KeyCache
     engine: RunEngine
     hub: StreamHub
+    webhooks: WebhookDispatcher
 
 
 @web.middleware
@@ -176,7 +178,9 @@ def create_app(config: Config, database_url: str) -> web.Application:
         router = ModelRouter.from_env()
         await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
         engine = RunEngine(Deps(actors, db, router, config))
-        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub)
+        webhooks = WebhookDispatcher(db, store, database_url, config)
+        webhooks.start()
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks)
         background = [asyncio.create_task(flush_periodically())]
         if config.retention_days > 0:
             background.append(asyncio.create_task(
@@ -185,6 +189,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         for task in background:
             task.cancel()
         await engine.close()
+        await webhooks.close()
         await hub.close()
         await router.aclose()
         await actors.close()

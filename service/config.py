@@ -12,6 +12,11 @@ def _int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return value.strip().lower() in ("1", "true", "yes", "on") if value else default
+
+
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
@@ -36,6 +41,15 @@ class Config:
     stream_keepalive_seconds: float = 15.0
     retention_days: float = 0.0
     retention_sweep_seconds: float = 3600.0
+    webhook_allow_http: bool = False
+    webhook_allow_networks: str = ""         # e.g. "127.0.0.0/8,::1/128": addresses otherwise refused
+    webhook_timeout_seconds: float = 10.0
+    webhook_connect_timeout_seconds: float = 5.0
+    webhook_first_retry_seconds: float = 2.0
+    webhook_max_retry_delay_seconds: float = 3600.0
+    webhook_retry_window_seconds: float = 86_400.0
+    webhook_concurrency: int = 16            # attempts in flight per subscription (one per thread)
+    webhook_delivery_retention_days: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -57,4 +71,13 @@ class Config:
             stream_keepalive_seconds=_float("THREADLINE_STREAM_KEEPALIVE_SECONDS", 15.0),
             retention_days=_float("THREADLINE_RETENTION_DAYS", 0.0),
             retention_sweep_seconds=_float("THREADLINE_RETENTION_SWEEP_SECONDS", 3600.0),
+            webhook_allow_http=_bool("THREADLINE_WEBHOOK_ALLOW_HTTP", False),
+            webhook_allow_networks=os.environ.get("THREADLINE_WEBHOOK_ALLOW_NETWORKS", ""),
+            webhook_timeout_seconds=_float("THREADLINE_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            webhook_connect_timeout_seconds=_float("THREADLINE_WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0),
+            webhook_first_retry_seconds=_float("THREADLINE_WEBHOOK_FIRST_RETRY_SECONDS", 2.0),
+            webhook_max_retry_delay_seconds=_float("THREADLINE_WEBHOOK_MAX_RETRY_DELAY_SECONDS", 3600.0),
+            webhook_retry_window_seconds=_float("THREADLINE_WEBHOOK_RETRY_WINDOW_SECONDS", 86_400.0),
+            webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 16),
+            webhook_delivery_retention_days=_float("THREADLINE_WEBHOOK_DELIVERY_RETENTION_DAYS", 30.0),
         )

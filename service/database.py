@@ -28,7 +28,8 @@ def embedded_database_url(data_dir: Path) -> str:
 
 
 def threadline_migrations() -> list[tuple[str, str]]:
-    return migration_files(("events", ROOT / "events" / "sql"), ("projections", ROOT / "projections" / "sql"))
+    return migration_files(("events", ROOT / "events" / "sql"), ("projections", ROOT / "projections" / "sql"),
+                           ("webhooks", ROOT / "service" / "webhooks" / "sql"))
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

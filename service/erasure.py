@@ -25,11 +25,12 @@ from service.actors import ActorRegistry, execute
 from service.domain import file as file_domain
 from service.domain import thread as thread_domain
 from service.ids import now
+from service.webhooks import store as webhook_store
 
 log = structlog.get_logger("threadline.erasure")
 
 _VACUUMED = ("thread_keys", "snapshots", "messages", "runs", "run_steps", "threads", "files", "blob_chunks",
-             "idempotency_keys")
+             "idempotency_keys", "webhook_deliveries")
 
 
 async def erase_thread(actors: ActorRegistry, db, thread_id: str, project: str, *,
@@ -52,6 +53,7 @@ async def erase_thread(actors: ActorRegistry, db, thread_id: str, project: str, 
             pass
     await db.execute("DELETE FROM idempotency_keys WHERE project = $1 AND position($2::bytea in body) > 0",
                      project, thread_id.encode())
+    await webhook_store.erase_thread(db, thread_id)
     for table in _VACUUMED:
         await db.execute(f"VACUUM {table}")
     log.info("thread_erased", thread_id=thread_id, reason=reason, key_destroyed=destroyed, files=len(deleted_files))

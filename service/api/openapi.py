@@ -25,6 +25,7 @@ _QUERY_SCHEMAS = {
     "as_of": {"type": "string", "description": "An event version of the thread, or an RFC 3339 time: the "
                                                "thread as it was then, rebuilt from its log."},
     "type": {"type": "string", "description": "Only events of these types (comma-separated)."},
+    "status": {"type": "string", "enum": ["pending", "delivered", "dead"], "description": "Only deliveries in this state."},
     "include[]": {"type": "string", "enum": ["step_details.tool_calls[*].file_search.results[*].content"],
                   "description": "Extra fields to include (comma-separated when several)."},
 }

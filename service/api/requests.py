@@ -204,3 +204,26 @@ def check_tool_choice(value: Any, tools: list[dict[str, Any]]) -> None:
         return
     raise ApiError(400, "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or a tool of the run.",
                    param="tool_choice")
+
+
+WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048, description="Where events are POSTed: https:// "
+                                 "and a public address, unless the server's configuration allows otherwise.")]
+WebhookEventTypes = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(
+    min_length=1, max_length=64,
+    description="Event types such as 'thread.run.completed', a prefix such as 'thread.run.*', or '*'.")]
+
+
+class CreateWebhookRequest(Body):
+    url: WebhookUrl
+    events: WebhookEventTypes
+    description: Description | None = None
+    enabled: bool = True
+
+
+class UpdateWebhookRequest(Body):
+    url: WebhookUrl | UnsetType = UNSET
+    events: WebhookEventTypes | UnsetType = UNSET
+    description: Description | None | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    rotate_secret: Annotated[bool, Meta(description="Make a new signing secret (returned once, in this "
+                                        "response); the old one still signs for 24 hours.")] = False

@@ -9,12 +9,12 @@ from typing import Any, Callable
 from aiohttp import web
 
 from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Run, RunStep, Thread
-from service.api import assistants, audit, files, messages, runs, streams, threads
+from service.api import assistants, audit, files, messages, runs, streams, threads, webhooks
 from service.api.http import read_body
 from service.api.requests import (
     CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
-    CreateThreadRequest, SubmitToolOutputsRequest, UpdateAssistantRequest, UpdateMessageRequest,
-    UpdateRunRequest, UpdateThreadRequest,
+    CreateThreadRequest, CreateWebhookRequest, SubmitToolOutputsRequest, UpdateAssistantRequest,
+    UpdateMessageRequest, UpdateRunRequest, UpdateThreadRequest, UpdateWebhookRequest,
 )
 
 PREFIXES = ("", "/v1", "/openai", "/api/projects/{project}")
@@ -109,6 +109,27 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/files/{file_id}", files.get_file, "Get a file's description", "Files", response=File),
     Route("DELETE", "/files/{file_id}", files.delete_file, "Delete a file", "Files", response=DeletionStatus),
     Route("GET", "/files/{file_id}/content", files.download_file, "Download a file's bytes", "Files", binary=True),
+
+    Route("POST", "/webhooks", webhooks.create_webhook,
+          "Subscribe a URL to event types (the signing secret is in this response only)", "Webhooks",
+          CreateWebhookRequest, webhooks.Webhook),
+    Route("GET", "/webhooks", webhooks.list_webhooks, "List webhooks", "Webhooks", response=ListPage,
+          query=LIST_PARAMS),
+    Route("GET", "/webhooks/{webhook_id}", webhooks.get_webhook, "Get a webhook", "Webhooks",
+          response=webhooks.Webhook),
+    Route("POST", "/webhooks/{webhook_id}", webhooks.update_webhook,
+          "Update a webhook: url, events, description, enable or disable, rotate its secret", "Webhooks",
+          UpdateWebhookRequest, webhooks.Webhook),
+    Route("DELETE", "/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete a webhook", "Webhooks",
+          response=DeletionStatus),
+    Route("GET", "/webhooks/{webhook_id}/deliveries", webhooks.list_deliveries,
+          "A webhook's deliveries and their attempts (status: pending, delivered, dead)", "Webhooks",
+          response=ListPage, query=(*LIST_PARAMS, "status")),
+    Route("GET", "/webhooks/{webhook_id}/deliveries/{delivery_id}", webhooks.get_delivery, "Get a delivery",
+          "Webhooks", response=webhooks.WebhookDelivery),
+    Route("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", webhooks.retry_delivery,
+          "Send a delivery again (dead-lettered, or lost by the receiver)", "Webhooks",
+          response=webhooks.WebhookDelivery),
 )
 
 

@@ -136,7 +136,8 @@ class StreamHub:
     async def _listen(self, database_url: str) -> None:
         """One LISTEN connection per process, reopened after a database outage."""
         def on_notify(_conn, _pid, _channel, payload: str) -> None:
-            tag, _, streams = payload.partition("|")
+            tag, _, rest = payload.partition("|")
+            streams = rest.rpartition("|")[0]         # after the streams: the writer's transaction id
             if tag != PROCESS_TAG:
                 self.poke(None if streams == "*" else streams.split(","))
 
@@ -159,7 +160,8 @@ class StreamHub:
 
 
 def notify_payload(streams: list[str]) -> str:
-    """The NOTIFY payload for an append: our tag and the thread streams written (or '*' if too long)."""
+    """The NOTIFY payload for an append: our tag and the thread streams written (or '*' if too long);
+    the statement adds the transaction id."""
     threads = sorted({s for s in streams if s.startswith("thread-")})
     joined = ",".join(threads)
     return f"{PROCESS_TAG}|{joined if len(joined) < 7000 else '*'}"

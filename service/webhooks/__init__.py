@@ -1,0 +1,1 @@
+"""Webhooks: signed, at-least-once delivery of thread and run events, read from the event log."""

@@ -1,0 +1,105 @@
+"""Where webhooks may be sent (SSRF protection): HTTPS to public addresses, unless configured.
+
+A URL is checked when a subscription is created or changed, and every connection is checked
+again when it is made (a resolver that drops refused addresses), so a DNS name that later
+resolves to an internal address — DNS rebinding — gets nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AddressRefused(ValueError):
+    """The URL or the address it resolves to is not one webhooks may reach."""
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    allow_http: bool = False
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, allow_http: bool, networks: str) -> "AddressPolicy":
+        nets = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks.split(",") if n.strip())
+        return cls(allow_http, nets)
+
+    def address_allowed(self, ip: IPAddress) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.allowed_networks):
+            return True
+        # Not global covers loopback, private, link-local (169.254.169.254, the cloud metadata
+        # service), shared (100.64/10), unique-local (fd00:ec2::254), reserved and unspecified.
+        return ip.is_global and not ip.is_multicast
+
+    def check_url(self, url: str) -> tuple[str, str]:
+        """(scheme, host) of an acceptable URL; AddressRefused says what is wrong."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise AddressRefused("is not a valid URL") from None
+        scheme, host = parts.scheme.lower(), parts.hostname
+        if scheme not in ("https", "http") or not host:
+            raise AddressRefused("must be an absolute https:// URL")
+        if scheme == "http" and not self.allow_http:
+            raise AddressRefused("must use https:// (plain http is refused by this server's configuration)")
+        if parts.username is not None or parts.password is not None:
+            raise AddressRefused("must not contain credentials")
+        if port == 0:
+            raise AddressRefused("has an invalid port")
+        literal = _literal(host)
+        if literal is not None and not self.address_allowed(literal):
+            raise AddressRefused(f"points to a refused address ({literal}): loopback, private, link-local "
+                                 "and metadata addresses are not allowed")
+        return scheme, host
+
+    async def check_resolves(self, host: str) -> None:
+        """Every address the host resolves to now must be allowed."""
+        if _literal(host) is not None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            raise AddressRefused(f"has a host name that does not resolve ({host})") from None
+        refused = sorted({i[4][0] for i in infos if not self.address_allowed(ipaddress.ip_address(i[4][0]))})
+        if refused:
+            raise AddressRefused(f"resolves to a refused address ({refused[0]}): loopback, private, link-local "
+                                 "and metadata addresses are not allowed")
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, minus the addresses the policy refuses (checked at connect time)."""
+
+    def __init__(self, policy: AddressPolicy):
+        self._policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if self._policy.address_allowed(ipaddress.ip_address(r["host"]))]
+        if not allowed:
+            raise OSError(f"{host} resolves only to refused addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()

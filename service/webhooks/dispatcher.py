@@ -1,0 +1,443 @@
+"""Delivering webhooks: each subscription reads the log from its own checkpoint and sends.
+
+One dispatcher per process. It leases enabled subscriptions in Postgres (a lapsed lease means
+its process died; another takes over) and runs a worker for each one it holds:
+
+- the reader reads the log with the gap-safe `read_all` from the subscription's checkpoint, turns
+  the project's events into webhook events, and records them as deliveries in the same statement
+  that moves the checkpoint — so an event is either recorded for sending or will be read again;
+- the sender sends each thread's deliveries in order (one at a time per thread, many threads at
+  once), retries failures with backoff and dead-letters them after the retry window;
+- attempts are written in batches; a process killed before writing them sends those deliveries
+  again, with the same `webhook-id`, which is what at-least-once means.
+
+Workers share nothing but the payload cache, so a slow or failing endpoint only ever holds up its
+own subscription. NOTIFY wakes readers (appends) and workers (subscription changes); the log and
+the tables decide what is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import os
+import random
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+import msgspec
+import structlog
+
+from events.store import EventStore
+from service.config import Config
+from service.ids import new_id
+from service.streams.hub import CHANNEL as APPENDED
+from service.webhooks import store
+from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
+from service.webhooks.payloads import PayloadBuilder, matches
+from service.webhooks.retry import RetryPolicy, next_attempt_at
+from service.webhooks.signing import signature_header
+
+log = structlog.get_logger("threadline.webhooks")
+
+USER_AGENT = "Threadline-Webhooks/1"
+READ_PAGE = 500
+CHECKPOINT_EVERY = 1.0      # seconds: how often a checkpoint that recorded nothing is still saved
+FLUSH_WINDOW = 0.02         # seconds attempts gather before they are written together
+PURGE_EVERY = 3600.0
+
+
+@dataclass(slots=True)
+class Delivery:
+    id: str
+    event_id: str
+    event_type: str
+    thread_id: str
+    seq: int
+    body: bytes
+    attempt_count: int = 0
+    failures: int = 0                    # since the current retry window began
+    first_attempt_at: float | None = None
+    next_attempt_at: float = 0.0
+
+
+async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+    event.clear()
+
+
+class WebhookDispatcher:
+    def __init__(self, db: asyncpg.Pool, events: EventStore, database_url: str, config: Config):
+        self.db, self.events, self.database_url, self.config = db, events, database_url, config
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.policy = AddressPolicy.parse(config.webhook_allow_http, config.webhook_allow_networks)
+        self.retry = RetryPolicy(config.webhook_first_retry_seconds, config.webhook_max_retry_delay_seconds,
+                                 config.webhook_retry_window_seconds)
+        self.builder = PayloadBuilder(db)
+        self.workers: dict[str, Worker] = {}
+        self.notified_xid = 0            # the newest append we were told of: readers must get past it
+        self.session: aiohttp.ClientSession | None = None
+        self._sweep_now = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._purged_at = 0.0
+
+    def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, resolver=GuardedResolver(self.policy), ttl_dns_cache=10),
+            timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_seconds,
+                                          sock_connect=self.config.webhook_connect_timeout_seconds),
+            auto_decompress=False, trust_env=False)
+        self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._listen())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        workers, self.workers = list(self.workers.values()), {}
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        try:
+            await store.release(self.db, self.owner, [w.sub.id for w in workers])
+        except Exception:  # noqa: BLE001 - the leases lapse by themselves
+            log.warning("webhook_release_failed", exc_info=True)
+        if self.session is not None:
+            await self.session.close()
+
+    # -- which subscriptions this process delivers for --------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be away; try again next sweep
+                log.warning("webhook_sweep_failed", exc_info=True)
+            await _wait(self._sweep_now, self.config.run_sweep_seconds)
+
+    async def _sweep(self) -> None:
+        held = {s.id: s for s in await store.claim(self.db, self.owner, self.config.run_lease_seconds)}
+        for webhook_id, worker in list(self.workers.items()):
+            if webhook_id not in held or worker.finished():
+                del self.workers[webhook_id]
+                await worker.stop()
+        for webhook_id, sub in held.items():
+            if webhook_id in self.workers:
+                self.workers[webhook_id].sub = sub
+            else:
+                self.workers[webhook_id] = Worker(self, sub)
+        if time.monotonic() - self._purged_at > PURGE_EVERY:
+            self._purged_at = time.monotonic()
+            await store.purge_old(self.db, self.config.webhook_delivery_retention_days)
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def _on_append(self, _conn, _pid, _channel, payload: str) -> None:
+        xid = payload.rpartition("|")[2]
+        if xid.isdigit():
+            self.notified_xid = max(self.notified_xid, int(xid))
+        for worker in self.workers.values():
+            worker.read_wake.set()
+
+    def _on_change(self, _conn, _pid, _channel, payload: str) -> None:
+        kind, _, ident = payload.partition(":")
+        if kind == "changed":
+            self._sweep_now.set()
+            if ident in self.workers:
+                self.workers[ident].reload_wake.set()
+        elif kind == "erased":
+            for worker in self.workers.values():
+                worker.drop_thread(ident)
+
+    async def _listen(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.database_url)
+                await conn.add_listener(APPENDED, self._on_append)
+                await conn.add_listener(store.CHANNEL, self._on_change)
+                for worker in self.workers.values():     # what happened while we were not listening
+                    worker.read_wake.set()
+                    worker.reload_wake.set()
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _c: closed.set())
+                await closed.wait()
+            except asyncio.CancelledError:
+                if conn is not None:
+                    await conn.close()
+                raise
+            except Exception:  # noqa: BLE001 - readers also poll on their own
+                log.warning("webhook_listen_failed", exc_info=True)
+            await asyncio.sleep(1.0)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send(self, sub: store.Subscription, d: Delivery) -> tuple[int | None, str | None, float]:
+        """One attempt: (HTTP status, error, latency ms). Success is any 2xx; redirects are not followed."""
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "webhook-id": d.event_id,
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": signature_header(list(sub.secrets), d.event_id, timestamp, d.body)}
+        started = time.perf_counter()
+        status, error = None, None
+        try:
+            self.policy.check_url(sub.url)          # an IP literal never reaches the resolver
+            async with self.session.post(sub.url, data=d.body, headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+                await resp.content.read(65_536)     # drained, so the connection can be reused
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except AddressRefused as exc:
+            error = f"refused: the URL {exc}"
+        except TimeoutError:
+            error = "timed out"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        except Exception as exc:  # noqa: BLE001 - an attempt that fails in any way is a failed attempt
+            log.warning("webhook_send_error", webhook_id=sub.id, exc_info=True)
+            error = f"{type(exc).__name__}"
+        return status, error, (time.perf_counter() - started) * 1000
+
+
+class Worker:
+    """Reads, sends and records for one subscription while this process holds its lease."""
+
+    def __init__(self, dispatcher: WebhookDispatcher, sub: store.Subscription):
+        self.d, self.sub = dispatcher, sub
+        self.read_wake, self.send_wake = asyncio.Event(), asyncio.Event()
+        self.reload_wake, self.flush_wake = asyncio.Event(), asyncio.Event()
+        self.queues: dict[str, deque[Delivery]] = {}     # per thread, in order; the head is next
+        self.known: set[str] = set()                     # delivery ids queued here
+        self.ready: deque[str] = deque()                 # threads whose head is due
+        self.scheduled: set[str] = set()
+        self.timers: list[tuple[float, str]] = []        # (when, thread) heads waiting for a retry
+        self.in_flight: dict[str, asyncio.Task] = {}     # thread -> its attempt
+        self.outcomes: dict[str, store.Outcome] = {}     # attempts not written yet
+        self._task = asyncio.create_task(self._run())
+
+    def finished(self) -> bool:
+        return self._task.done()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self.in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        try:
+            await self._flush()
+        except Exception:  # noqa: BLE001 - unwritten attempts mean those deliveries are sent again
+            log.warning("webhook_flush_failed", webhook_id=self.sub.id, exc_info=True)
+
+    async def _run(self) -> None:
+        try:
+            self.checkpoint = self.saved = await store.checkpoint(self.d.db, self.sub.id)
+            self.saved_at = time.monotonic()
+            await self._reload()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._reader())
+                group.create_task(self._sender())
+                group.create_task(self._flusher())
+                group.create_task(self._reloader())
+        except* store.LeaseLost:
+            log.info("webhook_lease_lost", webhook_id=self.sub.id)
+        except* Exception:
+            log.exception("webhook_worker_failed", webhook_id=self.sub.id)
+
+    # -- reading the log -----------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        behind_for = 0.0
+        while True:
+            try:
+                await self._catch_up()
+            except store.LeaseLost:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook_read_failed", webhook_id=self.sub.id, error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if self.checkpoint.xid < self.d.notified_xid:
+                # We were told of an append the gap-safe read cannot show yet: an older transaction
+                # is still open. Look again shortly, backing off while it stays open.
+                behind_for = min(0.2, max(0.002, behind_for * 2))
+                await _wait(self.read_wake, behind_for)
+                continue
+            behind_for = 0.0
+            await _wait(self.read_wake, self.d.config.run_sweep_seconds)
+
+    async def _catch_up(self) -> None:
+        while True:
+            events, after = await self.d.events.read_all(self.checkpoint, READ_PAGE)
+            if not events:
+                return
+            projects = await self.d.builder.project_of(events)
+            ours = [r for r in events if projects.get(r.stream) == self.sub.project]
+            built = await self.d.builder.build(ours) if ours else {}
+            now = time.time()
+            new = [(new_id("whd_"), o) for r in ours for o in built.get(r.position, [])
+                   if matches(self.sub.event_types, o.type)]
+            if new or time.monotonic() - self.saved_at > CHECKPOINT_EVERY:
+                await store.advance(self.d.db, self.sub.id, self.d.owner, self.saved, after, new, now)
+                self.saved, self.saved_at = after, time.monotonic()
+            self.checkpoint = after
+            for delivery_id, o in new:
+                self._enqueue(Delivery(delivery_id, o.event_id, o.type, o.thread_id, o.seq, o.body,
+                                       next_attempt_at=now))
+            if len(events) < READ_PAGE:
+                return
+
+    # -- the queue of each thread --------------------------------------------------------------
+
+    def _enqueue(self, d: Delivery) -> None:
+        if d.id in self.known:
+            return
+        self.known.add(d.id)
+        q = self.queues.setdefault(d.thread_id, deque())
+        if not q or q[-1].seq < d.seq:
+            q.append(d)
+        else:     # an older delivery sent again: it goes in its place, behind an attempt in flight
+            items = list(q)
+            first = 1 if d.thread_id in self.in_flight else 0
+            bisect.insort(items, d, lo=first, key=lambda x: x.seq)
+            q.clear()
+            q.extend(items)
+        if d.thread_id not in self.in_flight:
+            self._schedule(d.thread_id)
+
+    def _schedule(self, thread_id: str) -> None:
+        head = self.queues[thread_id][0]
+        if head.next_attempt_at <= time.time():
+            if thread_id not in self.scheduled:
+                self.scheduled.add(thread_id)
+                self.ready.append(thread_id)
+        else:
+            heapq.heappush(self.timers, (head.next_attempt_at, thread_id))
+        self.send_wake.set()
+
+    def drop_thread(self, thread_id: str) -> None:
+        """The thread was erased: what waits here quoting its content is not sent."""
+        q = self.queues.get(thread_id)
+        if not q:
+            return
+        keep = [d for i, d in enumerate(q)
+                if d.event_type == "thread.erased" or (i == 0 and thread_id in self.in_flight)]
+        kept = {d.id for d in keep}
+        self.known.difference_update(d.id for d in q if d.id not in kept)
+        q.clear()
+        q.extend(keep)
+        if not q:
+            del self.queues[thread_id]
+
+    async def _reloader(self) -> None:
+        while True:
+            await _wait(self.reload_wake, None)
+            await self._flush()
+            await self._reload()
+
+    async def _reload(self) -> None:
+        """Deliveries waiting in the table that this worker does not hold: after a restart, a
+        takeover, or a delivery sent again through the API."""
+        for row in await store.pending(self.d.db, self.sub.id):
+            if row.id not in self.known:
+                self._enqueue(Delivery(row.id, row.event_id, row.event_type, row.thread_id, row.seq, row.body,
+                                       row.attempt_count, row.attempt_count if row.first_attempt_at else 0,
+                                       row.first_attempt_at, row.next_attempt_at))
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        limit = self.d.config.webhook_concurrency
+        while True:
+            now = time.time()
+            while self.timers and self.timers[0][0] <= now:
+                _, thread_id = heapq.heappop(self.timers)
+                q = self.queues.get(thread_id)
+                if q and thread_id not in self.in_flight and thread_id not in self.scheduled \
+                        and q[0].next_attempt_at <= now:
+                    self.scheduled.add(thread_id)
+                    self.ready.append(thread_id)
+            while self.ready and len(self.in_flight) < limit:
+                thread_id = self.ready.popleft()
+                self.scheduled.discard(thread_id)
+                q = self.queues.get(thread_id)
+                if q and thread_id not in self.in_flight:
+                    self.in_flight[thread_id] = asyncio.create_task(self._attempt(q[0]))
+            timeout = min(1.0, max(0.0, self.timers[0][0] - now)) if self.timers else 1.0
+            await _wait(self.send_wake, timeout)
+
+    async def _attempt(self, d: Delivery) -> None:
+        try:
+            started = time.time()
+            status, error, ms = await self.d.send(self.sub, d)
+            now = time.time()
+            d.attempt_count += 1
+            if d.first_attempt_at is None:
+                d.first_attempt_at = started
+            attempt = {"at": int(started), "status_code": status, "latency_ms": round(ms, 1), "error": error}
+            if error is None:
+                outcome, done = "delivered", True
+            else:
+                d.failures += 1
+                retry_at = next_attempt_at(self.d.retry, d.failures, d.first_attempt_at, now, random.random())
+                if retry_at is None:
+                    outcome, done = "dead", True
+                    log.warning("webhook_dead_lettered", webhook_id=self.sub.id, delivery_id=d.id,
+                                attempts=d.attempt_count, error=error)
+                else:
+                    outcome, done = "pending", False
+                    d.next_attempt_at = retry_at
+            self._note(store.Outcome(d.id, outcome, d.attempt_count, [attempt], d.first_attempt_at,
+                                     d.next_attempt_at, now if outcome == "delivered" else None))
+        finally:
+            self.in_flight.pop(d.thread_id, None)
+        q = self.queues.get(d.thread_id)
+        if q and q[0] is d and done:
+            q.popleft()
+            self.known.discard(d.id)
+        if q:
+            self._schedule(d.thread_id)
+        else:
+            self.queues.pop(d.thread_id, None)
+        self.send_wake.set()
+
+    # -- writing attempts ------------------------------------------------------------------------
+
+    def _note(self, outcome: store.Outcome) -> None:
+        earlier = self.outcomes.get(outcome.id)
+        if earlier is not None:
+            outcome = msgspec.structs.replace(outcome, attempts=earlier.attempts + outcome.attempts)
+        self.outcomes[outcome.id] = outcome
+        self.flush_wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await _wait(self.flush_wake, None)
+            await asyncio.sleep(FLUSH_WINDOW)     # a window for attempts to gather: one write for many
+            try:
+                await self._flush()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook_record_failed", webhook_id=self.sub.id, error=str(exc))
+                await asyncio.sleep(1.0)
+                self.flush_wake.set()
+
+    async def _flush(self) -> None:
+        if not self.outcomes:
+            return
+        batch, self.outcomes = self.outcomes, {}
+        try:
+            await store.record(self.d.db, list(batch.values()))
+        except BaseException:
+            for outcome in batch.values():      # keep them, with anything noted meanwhile after them
+                later = self.outcomes.get(outcome.id)
+                self.outcomes[outcome.id] = outcome if later is None else msgspec.structs.replace(
+                    later, attempts=outcome.attempts + later.attempts)
+            raise
+

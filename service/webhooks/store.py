@@ -1,0 +1,251 @@
+"""The webhooks tables: subscriptions, their leases and checkpoints, and deliveries.
+
+Plain SQL, one function per statement. The API reads and writes subscriptions and deliveries
+here; the dispatcher claims subscriptions, moves checkpoints and records attempts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import msgspec
+
+from events.store import Checkpoint
+from projections.queries import Page, PageRequest, _page
+from service.webhooks.payloads import Outgoing
+
+CHANNEL = "threadline_webhooks"      # NOTIFY payloads: "changed:<webhook id>", "erased:<thread id>"
+SECRET_GRACE_SECONDS = 86_400        # a rotated-out secret still signs for a day
+
+_WEBHOOK_JSON = """jsonb_build_object('id', id, 'object', 'webhook', 'url', url, 'events', to_jsonb(event_types),
+    'description', description, 'enabled', enabled, 'created_at', created_at)"""
+_DELIVERY_JSON = """jsonb_build_object('id', id, 'object', 'webhook.delivery', 'webhook_id', webhook_id,
+    'event_id', event_id, 'event_type', event_type, 'thread_id', thread_id, 'status', status,
+    'attempt_count', attempt_count, 'created_at', floor(created_at)::bigint,
+    'next_attempt_at', CASE WHEN status = 'pending' THEN ceil(next_attempt_at)::bigint END,
+    'delivered_at', floor(delivered_at)::bigint, 'attempts', attempts)"""
+
+
+class Subscription(msgspec.Struct, frozen=True):
+    id: str
+    project: str
+    url: str
+    event_types: tuple[str, ...]
+    secrets: tuple[str, ...]          # the current one first
+
+
+# -- the API's side -------------------------------------------------------------------------------
+
+async def create(db, webhook_id: str, project: str, url: str, event_types: list[str], description: str | None,
+                 enabled: bool, secret: str, created_at: int) -> str:
+    return await db.fetchval(
+        f"""INSERT INTO webhooks (id, project, url, event_types, description, enabled, secret, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_WEBHOOK_JSON}::text""",
+        webhook_id, project, url, event_types, description, enabled, secret, created_at)
+
+
+async def get(db, project: str, webhook_id: str) -> str | None:
+    return await db.fetchval(f"SELECT {_WEBHOOK_JSON}::text FROM webhooks WHERE id = $1 AND project = $2",
+                             webhook_id, project)
+
+
+async def list_page(db, project: str, page: PageRequest) -> Page:
+    return await _page(db, f"(SELECT id, project, {_WEBHOOK_JSON} AS data FROM webhooks) w", "project = $1",
+                       [project], page)
+
+
+async def update(db, project: str, webhook_id: str, changes: dict, new_secret: str | None) -> str | None:
+    """Apply `changes` (url, event_types, description, enabled) and maybe a new secret; tell the
+    dispatchers. None if there is no such webhook."""
+    sets, args = [], [webhook_id, project]
+    for column, value in changes.items():
+        args.append(value)
+        sets.append(f"{column} = ${len(args)}")
+    if changes.get("enabled") is False:
+        sets.append("lease_owner = NULL, lease_until = NULL")
+    if new_secret is not None:
+        args.append(new_secret)
+        sets.append(f"previous_secret = secret, previous_until = now() + make_interval(secs => {SECRET_GRACE_SECONDS}),"
+                    f" secret = ${len(args)}")
+    if not sets:
+        return await get(db, project, webhook_id)
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchval(
+            f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 AND project = $2 RETURNING {_WEBHOOK_JSON}::text",
+            *args)
+        if row is not None:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
+    return row
+
+
+async def delete(db, project: str, webhook_id: str) -> bool:
+    async with db.acquire() as conn, conn.transaction():
+        gone = await conn.fetchval("DELETE FROM webhooks WHERE id = $1 AND project = $2 RETURNING true",
+                                   webhook_id, project)
+        if gone:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
+    return bool(gone)
+
+
+async def list_deliveries(db, webhook_id: str, status: str | None, page: PageRequest) -> Page:
+    scope, args = "webhook_id = $1", [webhook_id]
+    if status is not None:
+        args.append(status)
+        scope += " AND status = $2"
+    return await _page(db, f"(SELECT id, webhook_id, status, {_DELIVERY_JSON} AS data FROM webhook_deliveries) d",
+                       scope, args, page)
+
+
+async def get_delivery(db, webhook_id: str, delivery_id: str) -> str | None:
+    return await db.fetchval(f"SELECT {_DELIVERY_JSON}::text FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2",
+                             delivery_id, webhook_id)
+
+
+async def retry_delivery(db, webhook_id: str, delivery_id: str) -> str | None:
+    """Send a delivery again (a dead one, or a delivered one the receiver lost): pending now, with
+    a new retry window; its earlier attempts stay listed."""
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchval(
+            f"""UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $3, first_attempt_at = NULL
+                WHERE id = $1 AND webhook_id = $2 AND payload IS NOT NULL RETURNING {_DELIVERY_JSON}::text""",
+            delivery_id, webhook_id, time.time())
+        if row is not None:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
+    return row
+
+
+async def erase_thread(db, thread_id: str) -> int:
+    """A thread's content goes from every delivery (the `thread.erased` events themselves stay);
+    what was still waiting to go is dead-lettered."""
+    async with db.acquire() as conn, conn.transaction():
+        n = await conn.fetchval(
+            """WITH scrubbed AS (
+                   UPDATE webhook_deliveries SET payload = NULL,
+                       status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
+                   WHERE thread_id = $1 AND event_type <> 'thread.erased' AND payload IS NOT NULL RETURNING 1)
+               SELECT count(*) FROM scrubbed""", thread_id)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"erased:{thread_id}")
+    return n
+
+
+# -- the dispatcher's side ------------------------------------------------------------------------
+
+async def claim(db, owner: str, lease_seconds: float) -> list[Subscription]:
+    """Take every enabled subscription nobody else holds; renew the ones we hold."""
+    rows = await db.fetch(
+        """UPDATE webhooks SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+           WHERE enabled AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until < now())
+           RETURNING id, project, url, event_types, secret,
+                     CASE WHEN previous_until > now() THEN previous_secret END""", owner, lease_seconds)
+    return [Subscription(r[0], r[1], r[2], tuple(r[3]), (r[4],) + ((r[5],) if r[5] else ())) for r in rows]
+
+
+async def release(db, owner: str, webhook_ids: list[str]) -> None:
+    await db.execute("UPDATE webhooks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 "
+                     "AND id = ANY($2::text[])", owner, webhook_ids)
+
+
+async def checkpoint(db, webhook_id: str) -> Checkpoint:
+    row = await db.fetchrow("SELECT checkpoint_xid::text::bigint, checkpoint_position FROM webhooks WHERE id = $1",
+                            webhook_id)
+    return Checkpoint(row[0], row[1]) if row else Checkpoint()
+
+
+class LeaseLost(Exception):
+    """Another process holds the subscription now (our lease lapsed): stop delivering for it."""
+
+
+async def advance(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint,
+                  deliveries: Sequence[tuple[str, Outgoing]], now: float) -> None:
+    """Record new deliveries and move the checkpoint past the events they came from, atomically:
+    the checkpoint moves only if we still hold the lease and nobody moved it meanwhile."""
+    ids, event_ids, types, threads, seqs, payloads = [], [], [], [], [], []
+    for delivery_id, o in deliveries:
+        ids.append(delivery_id)
+        event_ids.append(o.event_id)
+        types.append(o.type)
+        threads.append(o.thread_id)
+        seqs.append(o.seq)
+        payloads.append(o.body.decode())
+    moved = await db.fetchval(
+        """WITH moved AS (
+               UPDATE webhooks SET checkpoint_xid = $4::text::xid8, checkpoint_position = $5
+               WHERE id = $1 AND lease_owner = $2 AND checkpoint_xid = $6::text::xid8 AND checkpoint_position = $7
+               RETURNING id),
+           added AS (
+               INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, thread_id, seq, payload,
+                                               created_at, next_attempt_at)
+               SELECT d.id, $1, d.event_id, d.type, d.thread_id, d.seq, d.payload, $3, $3
+               FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[])
+                    AS d(id, event_id, type, thread_id, seq, payload)
+               WHERE EXISTS (SELECT 1 FROM moved)
+               ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1)
+           SELECT count(*) FROM moved""",
+        webhook_id, owner, now, str(new.xid), new.position, str(old.xid), old.position,
+        ids, event_ids, types, threads, seqs, payloads)
+    if not moved:
+        raise LeaseLost(webhook_id)
+
+
+class PendingRow(msgspec.Struct, frozen=True):
+    id: str
+    event_id: str
+    event_type: str
+    thread_id: str
+    seq: int
+    body: bytes
+    attempt_count: int
+    first_attempt_at: float | None
+    next_attempt_at: float
+
+
+async def pending(db, webhook_id: str) -> list[PendingRow]:
+    rows = await db.fetch(
+        """SELECT id, event_id, event_type, thread_id, seq, payload, attempt_count, first_attempt_at,
+                  next_attempt_at
+           FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'pending' AND payload IS NOT NULL
+           ORDER BY seq""", webhook_id)
+    return [PendingRow(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], r[8]) for r in rows]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """A delivery after one or more attempts, to be written."""
+    id: str
+    status: str
+    attempt_count: int
+    attempts: list[dict]              # the new attempts, oldest first
+    first_attempt_at: float | None
+    next_attempt_at: float
+    delivered_at: float | None
+
+
+MAX_KEPT_ATTEMPTS = 50
+
+
+async def record(db, outcomes: Sequence[Outcome]) -> None:
+    """Write attempts in one statement (the dispatcher batches them)."""
+    if not outcomes:
+        return
+    enc = msgspec.json.encode
+    await db.execute(
+        f"""UPDATE webhook_deliveries d SET status = u.status, attempt_count = u.attempt_count,
+                attempts = (SELECT coalesce(jsonb_agg(e ORDER BY i), '[]') FROM
+                            jsonb_array_elements(d.attempts || u.attempts::jsonb) WITH ORDINALITY a(e, i)
+                            WHERE i > jsonb_array_length(d.attempts || u.attempts::jsonb) - {MAX_KEPT_ATTEMPTS}),
+                first_attempt_at = u.first_attempt_at, next_attempt_at = u.next_attempt_at,
+                delivered_at = coalesce(u.delivered_at, d.delivered_at)
+            FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::float8[])
+                 AS u(id, status, attempt_count, attempts, first_attempt_at, next_attempt_at, delivered_at)
+            WHERE d.id = u.id""",
+        [o.id for o in outcomes], [o.status for o in outcomes], [o.attempt_count for o in outcomes],
+        [enc(o.attempts).decode() for o in outcomes], [o.first_attempt_at for o in outcomes],
+        [o.next_attempt_at for o in outcomes], [o.delivered_at for o in outcomes])
+
+
+async def purge_old(db, days: float) -> int:
+    """Delivered and dead deliveries older than `days` go (attempt history is not kept forever)."""
+    result = await db.execute(
+        "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1", time.time() - days * 86_400)
+    return int(result.split()[-1])
+

@@ -1,0 +1,359 @@
+"""Webhooks: the API, signed delivery of run and message events from the log, order per thread,
+retries, dead letters, redelivery, isolation between subscriptions, and where they may be sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from standardwebhooks import Webhook as StandardWebhook
+
+from service.app import create_app
+from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
+from conftest import Client, new_key, test_config as make_config
+
+LOOPBACK = "127.0.0.0/8,::1/128"
+
+
+class Receiver:
+    """An HTTP endpoint that records what it receives; per path: answer, delay, failures."""
+
+    def __init__(self):
+        self.got: list[tuple[str, dict, bytes]] = []
+        self.status: dict[str, int] = {}
+        self.delay: dict[str, float] = {}
+        self.fail_first: dict[str, int] = {}     # path -> attempts of each event to fail first
+        self._seen: dict[tuple[str, str], int] = {}
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        path = request.path
+        self.got.append((path, dict(request.headers), body))
+        if path in self.delay:
+            await asyncio.sleep(self.delay[path])       # a slow receiver: behaviour under test, not a wait
+        key = (path, request.headers.get("webhook-id", ""))
+        self._seen[key] = self._seen.get(key, 0) + 1
+        if self._seen[key] <= self.fail_first.get(path, 0):
+            return web.Response(status=503)
+        return web.Response(status=self.status.get(path, 200))
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.port}{path}"
+
+    def events(self, path: str) -> list[dict]:
+        return [json.loads(b) for p, _, b in self.got if p == path]
+
+
+async def until(check, timeout: float = 15.0, what: str = "condition"):
+    """Poll `check` until it returns something truthy, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+async def receiver():
+    r = Receiver()
+    await r.server.start_server()
+    yield r
+    await r.server.close()
+
+
+@pytest.fixture(scope="module")
+async def hooks_app(own_database):
+    """An app on its own database whose webhooks may reach loopback over http, with quick retries."""
+    url, _ = own_database
+    config = make_config(webhook_allow_http=True, webhook_allow_networks=LOOPBACK, run_sweep_seconds=0.2,
+                         webhook_first_retry_seconds=0.05, webhook_max_retry_delay_seconds=0.2,
+                         webhook_retry_window_seconds=1.5, webhook_timeout_seconds=8.0)
+    client = TestClient(TestServer(create_app(config, url)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def hc(hooks_app, own_database):
+    """A client of a fresh project on the webhooks app."""
+    _, pool = own_database
+    return Client(hooks_app, await new_key(pool, f"wh-{uuid.uuid4().hex[:8]}"))
+
+
+async def run_to_end(c: Client, text: str = "hello", thread_id: str | None = None) -> tuple[str, str]:
+    assistant = await c.ok("POST", "/assistants", {"model": "builtin/echo"})
+    if thread_id is None:
+        thread_id = (await c.ok("POST", "/threads", {}))["id"]
+    await c.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": text})
+    run = await c.ok("POST", f"/threads/{thread_id}/runs", {"assistant_id": assistant["id"]})
+    await until(lambda: _finished(c, thread_id, run["id"]), what="the run to end")
+    return thread_id, run["id"]
+
+
+async def _finished(c: Client, thread_id: str, run_id: str) -> bool:
+    run = await c.ok("GET", f"/threads/{thread_id}/runs/{run_id}")
+    return run["status"] in ("completed", "failed", "cancelled", "expired", "incomplete")
+
+
+# -- the API --------------------------------------------------------------------------------------
+
+async def test_secret_is_shown_at_creation_and_rotation_only(hc, receiver):
+    created = await hc.ok("POST", "/webhooks", {"url": receiver.url("/crud"), "events": ["thread.run.completed"],
+                                                 "description": "billing"})
+    assert created["object"] == "webhook" and created["id"].startswith("wh_")
+    assert created["secret"].startswith("whsec_") and created["enabled"] is True
+    got = await hc.ok("GET", f"/webhooks/{created['id']}")
+    assert "secret" not in got and got["description"] == "billing" and got["events"] == ["thread.run.completed"]
+    listed = await hc.ok("GET", "/webhooks")
+    assert [w["id"] for w in listed["data"]] == [created["id"]] and "secret" not in listed["data"][0]
+
+    rotated = await hc.ok("POST", f"/webhooks/{created['id']}", {"rotate_secret": True})
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+    changed = await hc.ok("POST", f"/webhooks/{created['id']}", {"enabled": False, "events": ["thread.run.*"]})
+    assert changed["enabled"] is False and changed["events"] == ["thread.run.*"] and "secret" not in changed
+
+    gone = await hc.ok("DELETE", f"/webhooks/{created['id']}")
+    assert gone == {"id": created["id"], "object": "webhook.deleted", "deleted": True}
+    status, body = await hc.call("GET", f"/webhooks/{created['id']}")
+    assert status == 404 and "webhook" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("events, param", [
+    ([], "events"), (["thread.message.delta"], "events[0]"), (["thread.run.completed", "billing.paid"], "events[1]"),
+    (["thread.nothing.*"], "events[0]")])
+async def test_unknown_event_types_are_refused(hc, receiver, events, param):
+    status, body = await hc.call("POST", "/webhooks", {"url": receiver.url("/x"), "events": events})
+    assert status == 400 and body["error"]["param"] == param
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/hook",                    # plain http
+    "https://127.0.0.1/hook", "https://[::1]/hook", "https://localhost/hook",   # loopback
+    "https://10.1.2.3/hook", "https://192.168.0.10/hook", "https://172.16.5.4/hook",  # private
+    "https://169.254.169.254/latest/meta-data", "https://[fd00:ec2::254]/",      # cloud metadata
+    "https://[::ffff:10.0.0.1]/hook", "https://0.0.0.0/hook", "https://100.64.0.1/hook",
+    "ftp://example.com/hook", "not a url", "https://user:pw@example.com/hook",
+])
+async def test_urls_a_default_server_refuses(client, url):
+    """The shared test app runs with the defaults: HTTPS only, public addresses only."""
+    status, body = await client.call("POST", "/webhooks", {"url": url, "events": ["*"]})
+    assert status == 400, body
+    assert body["error"]["param"] == "url" and body["error"]["code"] == "invalid_url"
+    assert (await client.ok("GET", "/webhooks"))["data"] == []
+
+
+async def test_a_webhook_of_another_project_does_not_exist(hc, hooks_app, own_database, receiver):
+    created = await hc.ok("POST", "/webhooks", {"url": receiver.url("/tenancy"), "events": ["*"]})
+    other = Client(hooks_app, await new_key(own_database[1], "someone-else"))
+    wid = created["id"]
+    for method, path, body in [("GET", f"/webhooks/{wid}", None), ("POST", f"/webhooks/{wid}", {"enabled": False}),
+                               ("DELETE", f"/webhooks/{wid}", None), ("GET", f"/webhooks/{wid}/deliveries", None),
+                               ("POST", f"/webhooks/{wid}/deliveries/whd_x/retry", None)]:
+        status, answer = await other.call(method, path, body)
+        assert status == 404, (method, path, answer)
+    assert (await other.ok("GET", "/webhooks"))["data"] == []
+    assert (await hc.ok("GET", f"/webhooks/{wid}"))["enabled"] is True
+    await hc.ok("DELETE", f"/webhooks/{wid}")
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+async def test_run_and_message_events_arrive_signed_with_the_objects(hc, receiver):
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/signed"),
+                                              "events": ["thread.run.completed", "thread.message.completed"]})
+    thread_id, run_id = await run_to_end(hc, "sign this")
+    got = await until(lambda: [e for e in receiver.events("/signed") if e["type"] == "thread.run.completed"],
+                      what="thread.run.completed")
+    assert got[0]["data"]["id"] == run_id and got[0]["data"]["status"] == "completed"
+    assert got[0]["data"]["object"] == "thread.run" and got[0]["data"]["usage"] is not None
+    messages = await until(lambda: len([e for e in receiver.events("/signed")
+                                        if e["type"] == "thread.message.completed"]) >= 2 and
+                           [e for e in receiver.events("/signed") if e["type"] == "thread.message.completed"])
+    assert [m["data"]["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["data"]["content"][0]["text"]["value"] == "sign this"
+    assert {e["type"] for e in receiver.events("/signed")} == {"thread.run.completed", "thread.message.completed"}
+
+    verifier = StandardWebhook(hook["secret"])
+    for path, headers, body in receiver.got:
+        if path == "/signed":
+            payload = verifier.verify(body, headers)       # raises if the signature is wrong
+            assert headers["webhook-id"] == payload["id"]
+            assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+            assert set(payload) == {"id", "type", "created_at", "data"}
+    forged = dict(receiver.got[-1][1], **{"webhook-signature": "v1,AAAA"})
+    with pytest.raises(Exception):
+        verifier.verify(receiver.got[-1][2], forged)
+
+
+async def test_a_thread_s_events_arrive_in_order_and_every_event_once(hc, receiver):
+    await hc.ok("POST", "/webhooks", {"url": receiver.url("/ordered"), "events": ["*"]})
+    threads = [(await hc.ok("POST", "/threads", {}))["id"] for _ in range(3)]
+    for round_ in range(3):
+        await asyncio.gather(*(run_to_end(hc, f"round {round_}", t) for t in threads))
+    thread_events = {t: len(await _log_events(hc, t)) for t in threads}
+    await until(lambda: _all_runs_done(receiver, threads, 3), what="every run's completion")
+    for t in threads:
+        mine = [e for e in receiver.events("/ordered") if _thread_of(e) == t]
+        seqs = [tuple(int(x) for x in e["id"].split("_")[1:]) for e in mine]
+        assert seqs == sorted(seqs), f"out of order for {t}"
+        assert len(set(seqs)) == len(seqs), "a duplicate without a crash"
+        assert thread_events[t] > 0
+        names = [e["type"] for e in mine]
+        assert names[0] == "thread.created" and names.count("thread.run.completed") == 3
+        assert "thread.message.delta" not in names
+
+
+def _all_runs_done(receiver: Receiver, threads: list[str], runs: int) -> bool:
+    done = [e for e in receiver.events("/ordered") if e["type"] == "thread.run.completed"]
+    return all(sum(1 for e in done if e["data"]["thread_id"] == t) == runs for t in threads)
+
+
+def _thread_of(event: dict) -> str | None:
+    data = event["data"]
+    return data.get("thread_id") or (data["id"] if event["type"].startswith("thread.") and
+                                     data.get("object") in ("thread", "thread.deleted", "thread.erased") else None)
+
+
+async def _log_events(c: Client, thread_id: str) -> list[dict]:
+    return (await c.ok("GET", f"/threads/{thread_id}/events", params={"limit": "1000"}))["data"]
+
+
+async def test_failed_attempts_are_retried_and_listed(hc, receiver):
+    receiver.fail_first["/flaky"] = 2
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/flaky"), "events": ["thread.run.completed"]})
+    _, run_id = await run_to_end(hc)
+    await until(lambda: any(e["data"]["id"] == run_id for e in receiver.events("/flaky")), what="the third attempt")
+
+    async def delivered():
+        page = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries")
+        return page["data"] if page["data"] and page["data"][0]["status"] == "delivered" else None
+    (delivery,) = await until(delivered, what="the delivery to be recorded")
+    assert delivery["object"] == "webhook.delivery" and delivery["event_type"] == "thread.run.completed"
+    assert delivery["attempt_count"] == 3 and delivery["delivered_at"] is not None
+    assert [a["status_code"] for a in delivery["attempts"]] == [503, 503, 200]
+    assert [a["error"] for a in delivery["attempts"]] == ["HTTP 503", "HTTP 503", None]
+    assert all(a["latency_ms"] >= 0 for a in delivery["attempts"])
+    ids = {h["webhook-id"] for p, h, _ in receiver.got if p == "/flaky"}
+    assert len(ids) == 1, "a retry is the same message: same webhook-id"
+    one = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries/{delivery['id']}")
+    assert one["attempts"] == delivery["attempts"]
+    assert (await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries", params={"status": "dead"}))["data"] == []
+
+
+async def test_a_delivery_that_keeps_failing_is_dead_lettered_and_can_be_sent_again(hc, receiver):
+    receiver.status["/down"] = 500
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/down"), "events": ["thread.run.completed"]})
+    await run_to_end(hc)
+
+    async def dead():
+        page = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries", params={"status": "dead"})
+        return page["data"]
+    (delivery,) = await until(dead, what="the dead letter (retry window 1.5 s)")
+    assert delivery["attempt_count"] >= 3 and delivery["next_attempt_at"] is None
+    assert all(a["status_code"] == 500 for a in delivery["attempts"])
+    before = len(receiver.events("/down"))
+
+    receiver.status["/down"] = 200
+    again = await hc.ok("POST", f"/webhooks/{hook['id']}/deliveries/{delivery['id']}/retry")
+    assert again["status"] == "pending"
+
+    async def delivered():
+        d = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries/{delivery['id']}")
+        return d if d["status"] == "delivered" else None
+    final = await until(delivered, what="the redelivery")
+    assert final["attempt_count"] == delivery["attempt_count"] + 1 and final["attempts"][-1]["status_code"] == 200
+    assert len(receiver.events("/down")) == before + 1
+    status, body = await hc.call("POST", f"/webhooks/{hook['id']}/deliveries/whd_nothing/retry")
+    assert status == 404
+
+
+async def test_a_slow_endpoint_does_not_delay_another_subscription(hc, receiver):
+    receiver.delay["/slow"] = 6.0
+    await hc.ok("POST", "/webhooks", {"url": receiver.url("/slow"), "events": ["thread.message.created"]})
+    await hc.ok("POST", "/webhooks", {"url": receiver.url("/quick"), "events": ["thread.message.created"]})
+    thread_id = (await hc.ok("POST", "/threads", {}))["id"]
+    started = time.monotonic()
+    ids = [(await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": f"m{i}"}))["id"]
+           for i in range(5)]
+    await until(lambda: {e["data"]["id"] for e in receiver.events("/quick")} >= set(ids), timeout=3.0,
+                what="the quick endpoint to get every message while the slow one is stuck")
+    assert time.monotonic() - started < 3.0
+    assert len(receiver.events("/slow")) <= 1, "one thread's deliveries go one at a time, in order"
+
+
+async def test_disabled_webhooks_wait_and_catch_up_when_enabled(hc, receiver):
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/paused"), "events": ["thread.message.created"],
+                                              "enabled": False})
+    thread_id = (await hc.ok("POST", "/threads", {}))["id"]
+    first = await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "while paused"})
+    marker = (await hc.ok("POST", "/webhooks", {"url": receiver.url("/marker"), "events": ["thread.message.created"]}))
+    second = await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "marker"})
+    await until(lambda: any(e["data"]["id"] == second["id"] for e in receiver.events("/marker")), what="the marker")
+    assert receiver.events("/paused") == [], "a disabled webhook sends nothing"
+    await hc.ok("POST", f"/webhooks/{hook['id']}", {"enabled": True})
+    got = await until(lambda: len(receiver.events("/paused")) >= 2 and receiver.events("/paused"), what="catch-up")
+    assert [e["data"]["id"] for e in got] == [first["id"], second["id"]]
+    await hc.ok("DELETE", f"/webhooks/{marker['id']}")
+
+
+async def test_erasing_a_thread_takes_its_content_out_of_deliveries(hc, receiver, own_database):
+    _, pool = own_database
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/erased"), "events": ["thread.message.created",
+                                                                                        "thread.erased"]})
+    thread_id = (await hc.ok("POST", "/threads", {}))["id"]
+    await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "my secret diagnosis"})
+    await until(lambda: receiver.events("/erased"), what="the message event")
+    await hc.ok("POST", f"/threads/{thread_id}/erase")
+    await until(lambda: any(e["type"] == "thread.erased" for e in receiver.events("/erased")), what="thread.erased")
+    payloads = await pool.fetch("SELECT event_type, payload FROM webhook_deliveries WHERE webhook_id = $1",
+                                hook["id"])
+    assert {r[0] for r in payloads} == {"thread.message.created", "thread.erased"}
+    assert all("diagnosis" not in (r[1] or "") for r in payloads)
+    page = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries")
+    message_delivery = next(d for d in page["data"] if d["event_type"] == "thread.message.created")
+    status, body = await hc.call("POST", f"/webhooks/{hook['id']}/deliveries/{message_delivery['id']}/retry")
+    assert status == 400 and body["error"]["code"] == "delivery_erased"
+
+
+# -- where webhooks may go (pure and resolver) ---------------------------------------------------
+
+def test_address_policy():
+    strict = AddressPolicy.parse(False, "")
+    assert strict.check_url("https://example.com/hook") == ("https", "example.com")
+    with pytest.raises(AddressRefused, match="https"):
+        strict.check_url("http://example.com/hook")
+    loose = AddressPolicy.parse(True, "127.0.0.0/8, ::1/128")
+    assert loose.check_url("http://127.0.0.1:9/x") == ("http", "127.0.0.1")
+    import ipaddress
+    assert loose.address_allowed(ipaddress.ip_address("::ffff:127.0.0.1"))
+    assert not loose.address_allowed(ipaddress.ip_address("10.0.0.1"))
+    assert not strict.address_allowed(ipaddress.ip_address("224.0.0.1"))
+    assert strict.address_allowed(ipaddress.ip_address("8.8.8.8"))
+
+
+async def test_the_resolver_drops_refused_addresses_at_connect_time():
+    """A name that resolves to an internal address (DNS rebinding, or `localhost`) never connects."""
+    resolver = GuardedResolver(AddressPolicy.parse(False, ""))
+    try:
+        with pytest.raises(OSError, match="refused"):
+            await resolver.resolve("localhost", 443)
+    finally:
+        await resolver.close()
+    allowed = GuardedResolver(AddressPolicy.parse(False, LOOPBACK))
+    try:
+        assert {r["host"] for r in await allowed.resolve("localhost", 443)} <= {"127.0.0.1", "::1"}
+    finally:
+        await allowed.close()
