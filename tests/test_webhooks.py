@@ -357,3 +357,25 @@ async def test_the_resolver_drops_refused_addresses_at_connect_time():
         assert {r["host"] for r in await allowed.resolve("localhost", 443)} <= {"127.0.0.1", "::1"}
     finally:
         await allowed.close()
+
+
+# -- pure parts ----------------------------------------------------------------------------------
+
+def test_backoff_grows_with_jitter_and_gives_up_after_the_window():
+    from service.webhooks.retry import RetryPolicy, next_attempt_at
+    policy = RetryPolicy(first_delay=2.0, max_delay=60.0, window=600.0)
+    delays = [next_attempt_at(policy, n, 0.0, 0.0, 0.999999) for n in range(1, 9)]
+    assert delays == pytest.approx([2, 4, 8, 16, 32, 60, 60, 60], rel=1e-5)
+    assert next_attempt_at(policy, 3, 0.0, 0.0, 0.0) == pytest.approx(4.0)      # jitter: half to full delay
+    assert next_attempt_at(policy, 10, 0.0, 590.0, 0.0) is None                 # past the window: dead
+    assert next_attempt_at(policy, 10, 0.0, 500.0, 0.0) == pytest.approx(530.0)
+    assert next_attempt_at(policy, 10_000, 0.0, 0.0, 0.5) == pytest.approx(45.0)  # no overflow
+
+
+def test_event_type_patterns():
+    from service.webhooks.payloads import matches, valid_pattern
+    assert valid_pattern("*") and valid_pattern("thread.run.*") and valid_pattern("thread.message.completed")
+    assert not valid_pattern("thread.message.delta") and not valid_pattern("thread.*x") and not valid_pattern("")
+    assert matches(["thread.run.*"], "thread.run.step.completed") and matches(["*"], "thread.created")
+    assert not matches(["thread.run.completed"], "thread.run.failed")
+    assert not matches(["thread.message.*"], "thread.run.completed")
