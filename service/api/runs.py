@@ -80,7 +80,8 @@ async def create_run(request: web.Request, body: CreateRunRequest) -> web.Stream
     _, recorded = await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run, messages), ctx.meta("create_run"))
     tl.engine.submit(thread_id, run.run_id)
     if body.stream:
-        return await sdk_stream(request, thread_id, run.run_id, recorded[-1].version - 1)
+        # The first frames come from what was just committed: no log read before the first byte.
+        return await sdk_stream(request, thread_id, run.run_id, recorded[-1].version - 1, committed=recorded[-1:])
     return await _current_run(request, thread_id, run.run_id)
 
 
@@ -95,11 +96,11 @@ async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRe
     messages = [await new_message(request, thread_id, m, f"thread.messages[{i}]")
                 for i, m in enumerate(spec.messages if spec else [])]
     tl = services(request)
-    await tl.actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread_and_run"))
-    await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run), ctx.meta("create_thread_and_run"))
+    _, made = await tl.actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread_and_run"))
+    _, queued = await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run), ctx.meta("create_thread_and_run"))
     tl.engine.submit(thread_id, run.run_id)
     if body.stream:
-        return await sdk_stream(request, thread_id, run.run_id, 0, with_thread=True)
+        return await sdk_stream(request, thread_id, run.run_id, 0, with_thread=True, committed=made + queued)
     return await _current_run(request, thread_id, run.run_id)
 
 
@@ -156,7 +157,7 @@ async def submit_tool_outputs(request: web.Request, body: SubmitToolOutputsReque
         ctx.meta("submit_tool_outputs"))
     tl.engine.submit(thread_id, run_id)
     if body.stream:
-        return await sdk_stream(request, thread_id, run_id, recorded[0].version - 1)
+        return await sdk_stream(request, thread_id, run_id, recorded[0].version - 1, committed=recorded)
     return await _current_run(request, thread_id, run_id)
 
 

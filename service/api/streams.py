@@ -56,15 +56,26 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def follow(request: web.Request, response: web.StreamResponse, thread_id: str, after: int,
-                 view: FrameView, *, until_requires_action: bool = False, follow_forever: bool = False) -> None:
+                 view: FrameView, *, until_requires_action: bool = False, follow_forever: bool = False,
+                 committed: list[RecordedEvent] = ()) -> None:
     """Write the view's frames for the thread's events after `after`, then live ones, until the
-    run ends (or waits for tool outputs, for the SDK streams), then `done`."""
+    run ends (or waits for tool outputs, for the SDK streams), then `done`. `committed`: events
+    the caller has just committed, right after `after` — their frames go out at once, before the
+    log is read for what came after them."""
     tl = services(request)
     stream = f"thread-{thread_id}"
     sub: Subscription = tl.hub.subscribe(stream)
     keepalive = tl.config.stream_keepalive_seconds
     try:
         read_log, quiet = True, 0
+        if committed and committed[0].version == after + 1:
+            await _seed(request, view, list(committed))
+            out = []
+            for r in committed:
+                out += view.frames(r)
+                after = r.version
+            if out:
+                await response.write(b"".join(f.encode() for f in out))
         while True:
             if read_log:
                 events = await tl.store.read_stream(stream, after, PAGE)
@@ -147,9 +158,9 @@ async def thread_events(request: web.Request) -> web.StreamResponse:
 
 
 async def sdk_stream(request: web.Request, thread_id: str, run_id: str, after: int, *,
-                     with_thread: bool = False) -> web.StreamResponse:
+                     with_thread: bool = False, committed: list[RecordedEvent] = ()) -> web.StreamResponse:
     """The answer to `"stream": true`: the run's events from `after` until it ends or needs tool outputs."""
     response = await open_sse(request)
     view = FrameView(run_id, include_thread_created=with_thread, sdk=True)
-    await follow(request, response, thread_id, after, view, until_requires_action=True)
+    await follow(request, response, thread_id, after, view, until_requires_action=True, committed=committed)
     return response
