@@ -120,7 +120,9 @@ class WebhookDispatcher:
                 raise
             except Exception:  # noqa: BLE001 - the database may be away; try again next sweep
                 log.warning("webhook_sweep_failed", exc_info=True)
-            await _wait(self._sweep_now, self.config.run_sweep_seconds)
+            # Leases are renewed every third of their time; a change to any subscription (NOTIFY)
+            # sweeps at once, so a new or re-enabled webhook starts without waiting.
+            await _wait(self._sweep_now, self.config.run_lease_seconds / 3)
 
     async def _sweep(self) -> None:
         held = {s.id: s for s in await store.claim(self.db, self.owner, self.config.run_lease_seconds)}

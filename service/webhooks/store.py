@@ -39,10 +39,13 @@ class Subscription(msgspec.Struct, frozen=True):
 
 async def create(db, webhook_id: str, project: str, url: str, event_types: list[str], description: str | None,
                  enabled: bool, secret: str, created_at: int) -> str:
-    return await db.fetchval(
-        f"""INSERT INTO webhooks (id, project, url, event_types, description, enabled, secret, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_WEBHOOK_JSON}::text""",
-        webhook_id, project, url, event_types, description, enabled, secret, created_at)
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchval(
+            f"""INSERT INTO webhooks (id, project, url, event_types, description, enabled, secret, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_WEBHOOK_JSON}::text""",
+            webhook_id, project, url, event_types, description, enabled, secret, created_at)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
+    return row
 
 
 async def get(db, project: str, webhook_id: str) -> str | None:
