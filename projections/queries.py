@@ -153,6 +153,13 @@ async def recent_messages(db, thread_id: str, before: str | None, limit: int) ->
     return [r[0] for r in rows]
 
 
+async def messages_of_thread(db, thread_id: str, message_ids: list[str]) -> list[str]:
+    """Those of the messages that exist in the thread, in no particular order."""
+    rows = await db.fetch("SELECT data::text FROM messages WHERE id = ANY($1::text[]) AND thread_id = $2",
+                          message_ids, thread_id)
+    return [r[0] for r in rows]
+
+
 async def run_steps_of(db, run_id: str) -> list[str]:
     rows = await db.fetch("SELECT data::text FROM run_steps WHERE run_id = $1 ORDER BY id", run_id)
     return [r[0] for r in rows]

@@ -74,6 +74,8 @@ class ThreadActor:
             finally:
                 self.busy = False
                 self.last_active = time.monotonic()
+                if self.state is not None and self.state.deleted:
+                    self.registry.forget(self.thread_id)
 
     async def _handle(self, cmd: Any, meta: EventMetadata) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
         store = self.registry.store
@@ -164,6 +166,7 @@ class ActorRegistry:
         self.idle_timeout = idle_timeout
         self.max_actors = max_actors
         self._actors: OrderedDict[str, ThreadActor] = OrderedDict()
+        self._forget_hooks: list[Callable[[str], None]] = []
         self._loop = asyncio.get_running_loop()
         self._sweeper = asyncio.create_task(self._passivate_idle())
 
@@ -189,6 +192,16 @@ class ActorRegistry:
     def _passivate(self, thread_id: str) -> None:
         # Synchronous with ask(): no command can slip into a mailbox being thrown away.
         self._actors.pop(thread_id).task.cancel()
+        self.forget(thread_id)
+
+    def on_forget(self, hook: Callable[[str], None]) -> None:
+        """Call hook(thread_id) when this process lets go of a thread: its actor is passivated, or
+        the thread turns out deleted or erased. Caches of a thread's content register here."""
+        self._forget_hooks.append(hook)
+
+    def forget(self, thread_id: str) -> None:
+        for hook in self._forget_hooks:
+            hook(thread_id)
 
     async def _passivate_idle(self) -> None:
         """One timer for all actors, not one per command."""

@@ -72,6 +72,24 @@ async def test_idle_actors_are_passivated_and_come_back_with_their_state(db):
         await store.close()
 
 
+async def test_a_thread_is_forgotten_when_its_actor_goes_or_it_is_deleted(db):
+    """What caches of a thread's content hear: they must not outlive the actor, nor a deletion."""
+    store = EventStore(db, READ_MODELS)
+    reg = ActorRegistry(store, db, max_actors=1)
+    forgotten: list[str] = []
+    reg.on_forget(forgotten.append)
+    try:
+        first, second = new_id("thread_"), new_id("thread_")
+        await reg.ask(first, create(first))
+        await reg.ask(second, create(second))         # one actor at most: the first one's goes
+        assert forgotten == [first]
+        await reg.ask(second, thread.DeleteThread(P))
+        assert forgotten == [first, second]
+    finally:
+        await reg.close()
+        await store.close()
+
+
 async def test_the_number_of_live_actors_is_bounded(db):
     store = EventStore(db, READ_MODELS)
     reg = ActorRegistry(store, db, max_actors=3)

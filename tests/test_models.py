@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from service.models.base import Finished, ModelError, ModelRequest, TextDelta, ToolCallDelta, Usage
 from service.models.builtin import EchoModel, ScriptModel, turn_index
-from service.models.context import fit_messages, history_messages, to_chat_messages
+from service.models.context import fit_counted, fit_messages, history_messages, to_chat_messages
 from service.models.openai_compat import OpenAICompatProvider, RetryPolicy, Timeouts
 from service.models.router import ModelRouter, load_models_file
 from service.models.tokens import (
@@ -356,6 +357,15 @@ async def test_echo_streams_the_last_user_message_word_by_word():
                            Finished("stop")]
 
 
+async def test_a_prompt_the_caller_has_counted_is_not_counted_again():
+    """The run engine counts each message to fit the window; a long prompt is not counted twice."""
+    messages = [{"role": "user", "content": "count me"}]
+    counted = ModelRequest(model="builtin/echo", messages=messages, counted=("o200k_base", 12345))
+    assert (await collect(EchoModel(), counted))[-2] == Usage(12345, count_text("count me", "o200k_base"))
+    elsewhere = ModelRequest(model="builtin/echo", messages=messages, counted=("cl100k_base", 12345))
+    assert (await collect(EchoModel(), elsewhere))[-2].prompt_tokens == count_messages(messages, "o200k_base")
+
+
 def write_script(tmp_path: Path, turns: list[dict]) -> str:
     path = tmp_path / "script.json"
     path.write_text(json.dumps({"turns": turns}))
@@ -558,6 +568,44 @@ def test_fit_never_splits_a_tool_round():
     fitted = fit_messages(SYSTEM, history, context_window=exact - 1, max_prompt_tokens=None, reserve=0,
                           strategy=AUTO, encoding="o200k_base")
     assert fitted == SYSTEM + history[-1:]
+
+
+def reference_fit(system: list[dict], history: list[dict], budget: int, keep: int | None) -> list[dict]:
+    """fit_messages as its docstring says it, one message at a time (as it was first written)."""
+    units: list[list[dict]] = []
+    for m in history:
+        if m["role"] == "tool" and units and units[-1][0].get("tool_calls"):
+            units[-1].append(m)
+        else:
+            units.append([m])
+    if keep is not None:
+        # From just after the (keep + 1)-th last conversation message: tool rounds stay with what follows them.
+        conversation_units = [i for i, u in enumerate(units) if u[0]["role"] in ("user", "assistant")
+                              and not u[0].get("tool_calls")]
+        first = conversation_units[-keep - 1] + 1 if keep < len(conversation_units) else 0
+        units = units[min(first, len(units) - 1):]
+    while len(units) > 1 and count_messages(system + [m for u in units for m in u], "o200k_base") > budget:
+        units = units[1:]
+    return system + [m for u in units for m in u]
+
+
+def test_fit_counted_fits_as_the_reference_and_counts_the_prompt():
+    rnd = random.Random(3)
+    for _ in range(1500):
+        plain = conversation(rnd.randint(0, 12), words=rnd.randint(1, 30))
+        rounds = [m for _ in range(rnd.randint(0, 2)) for m in tool_round([f"call_{rnd.randint(0, 99)}"])]
+        history = plain + rounds + ([{"role": "assistant", "content": "done"}] if rounds and rnd.random() < 0.5 else [])
+        system = SYSTEM if rnd.random() < 0.7 else []
+        keep = rnd.choice([None, 0, 1, 3, 20])
+        strategy = AUTO if keep is None else {"type": "last_messages", "last_messages": keep}
+        window, reserve = rnd.randint(0, 1500), rnd.randint(0, 100)
+        fitted = fit_counted(system, history, [count_message(m, "o200k_base") for m in system],
+                             [count_message(m, "o200k_base") for m in history], context_window=window,
+                             max_prompt_tokens=None, reserve=reserve, strategy=strategy, plain=len(plain))
+        assert fitted.messages == reference_fit(system, history, window - reserve, keep)
+        assert fitted.messages == fit_messages(system, history, context_window=window, max_prompt_tokens=None,
+                                               reserve=reserve, strategy=strategy, encoding="o200k_base")
+        assert fitted.tokens == count_messages(fitted.messages, "o200k_base")
 
 
 def test_fit_always_keeps_the_last_message_and_its_round():

@@ -11,8 +11,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import Client
 from conftest import test_config as make_config
+from events.store import EventStore
+from events.types import MessageCreated, TextPart, TextValue
 from fake_openai import FakeOpenAI, FakeToolCall, error_reply, text_reply, tool_calls_reply
+from projections import queries
+from projections.projector import READ_MODELS
+from service.actors import ActorRegistry
+from service.api.http import SERVICES
 from service.app import create_app
+from service.domain import thread as thread_domain
+from service.ids import new_id, now
+from service.runs.tail import TailCache
 from test_runs_api import wait_run
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look it up.",
@@ -157,3 +166,129 @@ async def test_truncation_keeps_the_last_messages_and_fits_the_context_window(ap
     sent = fake.requests[1].body["messages"]
     kept = [int(m["content"].split()[1]) for m in sent[1:]]
     assert 0 < len(kept) < 9 and kept == list(range(9 - len(kept), 9))
+
+
+# --- the cached tail: a run sends the thread as it is now ----------------------------------------
+
+def tails(api: Client) -> TailCache:
+    return api.http.server.app[SERVICES].engine.deps.tails
+
+
+async def sent_after_run(api: Client, fake: FakeOpenAI, thread_id: str, assistant_id: str, **run) -> list[dict]:
+    """The messages the model was sent by a new run on the thread (which completes)."""
+    before = len(fake.requests)
+    created = await api.ok("POST", f"/threads/{thread_id}/runs", {"assistant_id": assistant_id, **run})
+    assert (await wait_run(api, thread_id, created["id"]))["status"] == "completed"
+    assert len(fake.requests) == before + 1
+    return fake.requests[-1].body["messages"]
+
+
+async def thread_as_chat(api: Client, thread_id: str) -> list[dict]:
+    """The thread's messages as the API lists them, in the shape a model is sent them."""
+    data = (await api.ok("GET", f"/threads/{thread_id}/messages?order=asc&limit=100"))["data"]
+    return [{"role": m["role"], "content": "\n\n".join(p["text"]["value"] for p in m["content"])} for m in data]
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    """How often runs read messages from Postgres page by page (not from their cached tail)."""
+    reads = []
+    real = queries.recent_messages
+
+    async def counted(*args):
+        reads.append(args[1:])
+        return await real(*args)
+
+    monkeypatch.setattr(queries, "recent_messages", counted)
+    return reads
+
+
+async def test_consecutive_runs_send_the_thread_as_it_is_now(api, fake, count_reads):
+    fake.script(text_reply("one"), text_reply("two"), text_reply("three"))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a", "instructions": "Be brief."})
+    thread = await api.ok("POST", "/threads", {"messages": [
+        {"role": "user", "content": f"message {i}"} for i in range(4)]})
+    tid, system = thread["id"], [{"role": "system", "content": "Be brief."}]
+    expected = system + await thread_as_chat(api, tid)
+    assert await sent_after_run(api, fake, tid, assistant["id"]) == expected
+    assert tid in tails(api) and len(count_reads) == 1
+
+    # The first run's reply (completed after it was created), a new message, a deleted one and an
+    # updated one: the second run sees each change, from the cached tail, without reading the thread.
+    listed = (await api.ok("GET", f"/threads/{tid}/messages?order=asc"))["data"]
+    await api.ok("DELETE", f"/threads/{tid}/messages/{listed[1]['id']}")
+    await api.ok("POST", f"/threads/{tid}/messages/{listed[2]['id']}", {"metadata": {"seen": "yes"}})
+    await api.ok("POST", f"/threads/{tid}/messages", {"role": "user", "content": "and now?"})
+    expected = system + await thread_as_chat(api, tid)
+    sent = await sent_after_run(api, fake, tid, assistant["id"])
+    assert sent == expected
+    assert [m["content"] for m in sent[1:]] == ["message 0", "message 2", "message 3", "one", "and now?"]
+    assert len(count_reads) == 1
+    # Two in a row: the second run's reply is there for the third.
+    assert (await sent_after_run(api, fake, tid, assistant["id"]))[-1] == {"role": "assistant", "content": "two"}
+    assert len(count_reads) == 1
+
+
+async def test_a_run_sees_what_another_process_wrote_to_the_thread(api, fake, db):
+    fake.script(text_reply("ok"))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a"})
+    thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "first"},
+                                                            {"role": "user", "content": "second"}]})
+    tid = thread["id"]
+    await sent_after_run(api, fake, tid, assistant["id"])
+    first = (await api.ok("GET", f"/threads/{tid}/messages?order=asc"))["data"][0]
+    # Another process: its own actor and store over the same database.
+    other_store = EventStore(db, READ_MODELS)
+    other = ActorRegistry(other_store, db)
+    try:
+        project = api.http.server.app[SERVICES].actors._actors[tid].state.project
+        await other.ask(tid, thread_domain.DeleteMessage(project, first["id"], True))
+        await other.ask(tid, thread_domain.AddMessage(project, MessageCreated(
+            message_id=new_id("msg_"), thread_id=tid, created_at=now(), role="user",
+            content=[TextPart(TextValue("from elsewhere"))])))
+    finally:
+        await other.close()
+        await other_store.close()
+    expected = await thread_as_chat(api, tid)
+    sent = await sent_after_run(api, fake, tid, assistant["id"])
+    assert sent == expected and [m["content"] for m in sent] == ["second", "ok", "from elsewhere"]
+
+
+async def test_deleting_or_erasing_a_thread_drops_its_cached_tail(api, fake):
+    fake.script(text_reply("ok"))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a"})
+    for ending in ("DELETE", "erase"):
+        thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "words to forget"}]})
+        await sent_after_run(api, fake, thread["id"], assistant["id"])
+        assert thread["id"] in tails(api)
+        if ending == "DELETE":
+            await api.ok("DELETE", f"/threads/{thread['id']}")
+        else:
+            await api.ok("POST", f"/threads/{thread['id']}/erase")
+        assert thread["id"] not in tails(api)
+
+
+async def test_a_truncated_long_thread_gets_the_same_prompt_from_the_cache_as_from_postgres(api, fake, count_reads):
+    """fake-small's 300-token window holds about 10 of these messages, so a run reads the newest
+    page of 50; deleting messages of that page makes the next run read further back."""
+    fake.script(text_reply("ok"))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-small"})
+    thread = await api.ok("POST", "/threads", {"messages": [
+        {"role": "user", "content": f"message {i} " + "pad " * 20} for i in range(120)]})
+    tid = thread["id"]
+    await sent_after_run(api, fake, tid, assistant["id"])
+    for strategy in ({"type": "auto"}, {"type": "last_messages", "last_messages": 3}):
+        newest = (await api.ok("GET", f"/threads/{tid}/messages?order=desc&limit=40"))["data"]
+        for m in newest[2:40:5]:        # 8 of the cached 50 go
+            await api.ok("DELETE", f"/threads/{tid}/messages/{m['id']}")
+        await api.ok("POST", f"/threads/{tid}/messages", {"role": "user", "content": "latest " + "pad " * 20})
+        reads = len(count_reads)
+        cached = await sent_after_run(api, fake, tid, assistant["id"], truncation_strategy=strategy)
+        # Only the page before the cached ones: the tail is still read in whole pages of 50.
+        assert len(count_reads) == reads + 1 and count_reads[-1][1] is not None
+        # The same thread (its newest reply deleted) read afresh: the same prompt.
+        reply = (await api.ok("GET", f"/threads/{tid}/messages?limit=1"))["data"][0]
+        await api.ok("DELETE", f"/threads/{tid}/messages/{reply['id']}")
+        tails(api).drop(tid)
+        fresh = await sent_after_run(api, fake, tid, assistant["id"], truncation_strategy=strategy)
+        assert cached == fresh and 1 < len(fresh) < 15 and fresh[-1]["content"] == "latest " + "pad " * 20

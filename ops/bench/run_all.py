@@ -103,7 +103,7 @@ def _place_summary_first() -> None:
     text = RESULTS.read_text()
     start, end = "<!-- section:summary -->", "<!-- /section:summary -->"
     block = text[text.index(start): text.index(end) + len(end)]
-    rest = text.replace(block, "").rstrip() + "\n"
+    rest = re.sub(r"\n{3,}", "\n\n", text.replace(block, "")).rstrip() + "\n"
     first = rest.find("<!-- section:")
     RESULTS.write_text(rest[:first] + block + "\n\n" + rest[first:] if first >= 0 else rest + "\n" + block + "\n")
 

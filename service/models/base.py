@@ -11,6 +11,8 @@ from typing import Any, AsyncIterator, Literal, Protocol
 
 import msgspec
 
+from service.models.tokens import count_messages
+
 JSON = dict[str, Any]
 
 
@@ -24,6 +26,14 @@ class ModelRequest(msgspec.Struct, kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None               # completion tokens this call may produce
+    # (encoding, count_messages(messages, encoding)) when the caller has counted them already
+    counted: tuple[str, int] | None = None
+
+    def prompt_tokens(self, encoding: str) -> int:
+        """Prompt tokens of the messages in `encoding`: a long thread is not counted twice."""
+        if self.counted is not None and self.counted[0] == encoding:
+            return self.counted[1]
+        return count_messages(self.messages, encoding)
 
 
 class TextDelta(msgspec.Struct, tag="text"):

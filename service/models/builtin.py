@@ -45,7 +45,7 @@ import msgspec
 from service.models.base import (
     Finished, ModelChunk, ModelError, ModelRequest, TextDelta, ToolCallDelta, Usage,
 )
-from service.models.tokens import count_messages, count_text
+from service.models.tokens import count_text
 
 SCRIPT_ENV = "THREADLINE_SCRIPT"
 
@@ -79,7 +79,7 @@ class EchoModel:
         text = last_user_text(request.messages)
         for piece in text_chunks(text):
             yield TextDelta(piece)
-        yield Usage(count_messages(request.messages, self.encoding), count_text(text, self.encoding))
+        yield Usage(request.prompt_tokens(self.encoding), count_text(text, self.encoding))
         yield Finished("stop")
 
 
@@ -173,8 +173,7 @@ class ScriptModel:
                 produced.append(piece)
                 yield ToolCallDelta(index, arguments=piece)
 
-        yield Usage(count_messages(request.messages, self.encoding),
-                    count_text("".join(produced), self.encoding))
+        yield Usage(request.prompt_tokens(self.encoding), count_text("".join(produced), self.encoding))
         yield Finished(turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop"))
 
 

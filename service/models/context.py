@@ -9,7 +9,9 @@ a tool message whose call is missing and a call whose answers are missing.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NotRequired, TypedDict
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Callable, Literal, NamedTuple, NotRequired, TypedDict
 
 from service.models.base import JSON
 from service.models.tokens import TOKENS_REPLY_PRIMING, count_message
@@ -67,6 +69,11 @@ def _image_part(url: str, detail: str | None) -> JSON:
 
 # --- fitting into the context window -------------------------------------------------------------
 
+class Fitted(NamedTuple):
+    messages: list[JSON]        # system + the history kept
+    tokens: int                 # their prompt tokens, with the reply priming
+
+
 def fit_messages(system: list[JSON], history: list[JSON], *, context_window: int,
                  max_prompt_tokens: int | None, reserve: int, strategy: TruncationStrategy,
                  encoding: str, count: Callable[[JSON], int] | None = None) -> list[JSON]:
@@ -78,53 +85,66 @@ def fit_messages(system: list[JSON], history: list[JSON], *, context_window: int
     `reserve` is what the completion (and tool definitions) need. The last message (and the tool
     round it belongs to) is always kept, even when it alone does not fit.
     """
-    units = _units(history)
+    count = count or (lambda message: count_message(message, encoding))    # a caller may have counted already
+    return fit_counted(system, history, [count(m) for m in system], [count(m) for m in history],
+                       context_window=context_window, max_prompt_tokens=max_prompt_tokens, reserve=reserve,
+                       strategy=strategy).messages
+
+
+def fit_counted(system: list[JSON], history: list[JSON], system_tokens: list[int], history_tokens: list[int], *,
+                context_window: int, max_prompt_tokens: int | None, reserve: int,
+                strategy: TruncationStrategy, plain: int = 0) -> Fitted:
+    """`fit_messages` for a caller that has counted every message (`*_tokens[i]` is message i's
+    tokens), and the prompt's tokens. The first `plain` messages of history are known to be
+    user or assistant text (a thread's messages), each a unit of its own: on a thread of
+    thousands, this is a few C-level passes over lists, not a look at every message."""
+    starts = _unit_starts(history, plain)
+    unit_tokens = history_tokens if len(starts) == len(history) else [
+        sum(history_tokens[a:b]) for a, b in zip(starts, [*starts[1:], len(history)])]
+    first = 0
     if strategy.get("type") == "last_messages" and strategy.get("last_messages") is not None:
-        units = _last_conversation_messages(units, max(0, int(strategy["last_messages"])))
+        first = _last_conversation_messages(history, starts, max(0, int(strategy["last_messages"])))
 
     budget = context_window - reserve
     if max_prompt_tokens is not None:
         budget = min(budget, max_prompt_tokens)
-    count = count or (lambda message: count_message(message, encoding))    # a caller may have counted already
-    used = TOKENS_REPLY_PRIMING + sum(count(message) for message in system)
-    unit_tokens = [sum(count(message) for message in unit) for unit in units]
-    first = 0
-    total = used + sum(unit_tokens)
-    while total > budget and first < len(units) - 1:
-        total -= unit_tokens[first]
-        first += 1
-    return system + [message for unit in units[first:] for message in unit]
+    used = TOKENS_REPLY_PRIMING + sum(system_tokens)
+    # newest[k - 1]: tokens of the newest k units. Keep as many as fit, and at least the last one.
+    newest = list(accumulate(reversed(unit_tokens[first:])))
+    kept = max(bisect_right(newest, budget - used), 1) if newest else 0
+    if not kept:
+        return Fitted(list(system), used)
+    return Fitted(system + history[starts[len(starts) - kept]:], used + newest[kept - 1])
 
 
-def _units(history: list[JSON]) -> list[list[JSON]]:
-    """History cut into the pieces that are kept or dropped whole: a single message, or a tool
-    round (an assistant message with tool_calls and the tool messages after it)."""
-    units: list[list[JSON]] = []
-    for message in history:
-        if message.get("role") == "tool" and units and _is_tool_round(units[-1]):
-            units[-1].append(message)
-        else:
-            units.append([message])
-    return units
+def _unit_starts(history: list[JSON], plain: int = 0) -> list[int]:
+    """Where each piece of history that is kept or dropped whole begins: a single message, or a
+    tool round (an assistant message with tool_calls and the tool messages after it)."""
+    starts = list(range(plain))
+    for i in range(plain, len(history)):
+        if not (history[i].get("role") == "tool" and starts and _is_tool_round(history[starts[-1]])):
+            starts.append(i)
+    return starts
 
 
-def _is_tool_round(unit: list[JSON]) -> bool:
-    return bool(unit[0].get("role") == "assistant" and unit[0].get("tool_calls"))
+def _is_tool_round(first: JSON) -> bool:
+    return bool(first.get("role") == "assistant" and first.get("tool_calls"))
 
 
-def _is_conversation_message(unit: list[JSON]) -> bool:
-    return unit[0].get("role") in ("user", "assistant") and not _is_tool_round(unit)
+def _is_conversation_message(first: JSON) -> bool:
+    return first.get("role") in ("user", "assistant") and not _is_tool_round(first)
 
 
-def _last_conversation_messages(units: list[list[JSON]], count: int) -> list[list[JSON]]:
+def _last_conversation_messages(history: list[JSON], starts: list[int], count: int) -> int:
+    """The first of the units to keep: those from the count-th last conversation message on."""
     kept = 0
-    first = len(units)
+    first = len(starts)
     while first > 0:
-        if _is_conversation_message(units[first - 1]):
+        if _is_conversation_message(history[starts[first - 1]]):
             if kept == count:
                 break
             kept += 1
         first -= 1
-    if first == len(units) and units:
-        first = len(units) - 1  # N = 0 still keeps the last message
-    return units[first:]
+    if first == len(starts) and starts:
+        first = len(starts) - 1  # N = 0 still keeps the last message
+    return first

@@ -26,7 +26,7 @@ from service.models.base import (
     Finished, JSON, ModelChunk, ModelError, ModelRequest, TextDelta, ToolCallDelta, Usage,
 )
 from service.models.builtin import new_call_id
-from service.models.tokens import count_messages, count_text, count_tools
+from service.models.tokens import count_text, count_tools
 
 log = structlog.get_logger("threadline.models")
 
@@ -336,7 +336,7 @@ class _StreamReader:
         if any(not call.announced for call in self.calls.values()):
             raise ModelError("server_error", "The model sent a tool call without a name.")
         usage = self.usage or _WireUsage(
-            count_messages(self.request.messages, self.encoding) + count_tools(self.request.tools, self.encoding),
+            self.request.prompt_tokens(self.encoding) + count_tools(self.request.tools, self.encoding),
             count_text("".join(self.produced), self.encoding))
         return [Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0), Finished(self._finished_reason(reason))]
 

@@ -12,7 +12,8 @@ import asyncio
 import base64
 import mimetypes
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,10 @@ import msgspec
 import structlog
 
 from events.store import EventMetadata
-from events.types import MessageCreated, TextPart, TextValue
+from events.types import (
+    MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageUpdated, TextPart, TextValue,
+    ThreadDeleted, ThreadErased,
+)
 from projections import queries
 from service.actors import ActorRegistry
 from service.config import Config
@@ -28,14 +32,18 @@ from service.domain import run as runs
 from service.domain.errors import DomainError
 from service.ids import new_id, now
 from service.models.base import Finished, ModelError, ModelInfo, ModelRequest, TextDelta, ToolCallDelta, Usage
-from service.models.context import fit_messages, history_messages
+from service.models.context import fit_counted, history_messages
 from service.models.router import ModelRouter
-from service.models.tokens import TOKENS_REPLY_PRIMING, count_message, count_text, count_tools
+from service.models.tokens import count_message, count_text, count_tools
+from service.runs.tail import Entry, Tail, TailCache, merge, pages, prepend_older, read_from, tail_length
 
 log = structlog.get_logger("threadline.runs")
 
 FLUSH_TEXT_EVERY = 0.05      # seconds: tokens are gathered this long into one MessageTextAppended
-PAGE = 50                    # messages read per query while filling the context
+MAX_CATCH_UP_EVENTS = 1000   # more events than this since a cached tail: read the tail afresh
+# The events that write a message's row. MessageTextAppended does not: the row gets the text when
+# the message is completed or incomplete.
+MESSAGE_ROW_EVENTS = (MessageCreated, MessageCompleted, MessageIncomplete, MessageUpdated, MessageDeleted)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 META = EventMetadata(causation="run_engine")
 
@@ -50,6 +58,12 @@ class Deps:
     db: asyncpg.Pool
     router: ModelRouter
     config: Config
+    tails: TailCache = field(default_factory=TailCache)
+
+    def __post_init__(self) -> None:
+        # A cached tail goes when its thread's actor does, or when the thread is deleted or
+        # erased: erased words do not linger in memory.
+        self.actors.on_forget(self.tails.drop)
 
 
 class Execution:
@@ -60,7 +74,7 @@ class Execution:
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.message_id: str | None = None
         self.text = ""
-        self.tokens: dict[int, int] = {}     # id(chat message) -> its token count, for this turn
+        self.thread_version = 0             # the thread's stream version as of our last command
 
     # -- talking to the thread's actor ---------------------------------------------------------
 
@@ -70,6 +84,7 @@ class Execution:
             state, _ = await self.deps.actors.ask(self.thread_id, cmd, META)
         except DomainError as exc:       # the thread was deleted
             raise Stop() from exc
+        self.thread_version = state.version
         active = state.active_run
         if active is None or active.run_id != self.run_id:
             raise Stop()
@@ -132,8 +147,10 @@ class Execution:
             raise ModelError("invalid_prompt", f"The model '{run['model']}' is not available: {exc}") from exc
 
         system = [{"role": "system", "content": run["instructions"]}] if run.get("instructions") else []
-        history = await self._history(run, info)
-        history += _tool_rounds(steps)
+        history, history_tokens = await self._history(run, info)
+        replayed = _tool_rounds(steps)
+        history += replayed
+        history_tokens += [count_message(m, info.encoding) for m in replayed]
         tools = [{"type": "function", "function": t["function"]} for t in run.get("tools") or []
                  if t.get("type") == "function" and isinstance(t.get("function"), dict)]
         tool_tokens = count_tools(tools, info.encoding) if tools else 0
@@ -143,11 +160,11 @@ class Execution:
             return await self._incomplete("max_completion_tokens")
         # Room for the answer: what the budget allows, at most 4096 tokens or a quarter of the window.
         reserve = tool_tokens + min(remaining or 4096, 4096, info.context_window // 4)
-        messages = fit_messages(system, history, context_window=info.context_window,
-                                max_prompt_tokens=run.get("max_prompt_tokens"), reserve=reserve,
-                                strategy=run.get("truncation_strategy") or {"type": "auto"}, encoding=info.encoding,
-                                count=lambda m: self.count(m, info.encoding))
-        prompt_tokens = TOKENS_REPLY_PRIMING + sum(self.count(m, info.encoding) for m in messages) + tool_tokens
+        messages, message_tokens = fit_counted(
+            system, history, [count_message(m, info.encoding) for m in system], history_tokens,
+            context_window=info.context_window, max_prompt_tokens=run.get("max_prompt_tokens"), reserve=reserve,
+            strategy=run.get("truncation_strategy") or {"type": "auto"}, plain=len(history) - len(replayed))
+        prompt_tokens = message_tokens + tool_tokens
         if run.get("max_prompt_tokens") is not None and prompt_tokens > run["max_prompt_tokens"]:
             return await self._incomplete("max_prompt_tokens")
 
@@ -156,7 +173,8 @@ class Execution:
             tool_choice=_tool_choice(run.get("tool_choice"), tools),
             parallel_tool_calls=run.get("parallel_tool_calls") if tools else None,
             response_format=run["response_format"] if isinstance(run.get("response_format"), dict) else None,
-            temperature=run.get("temperature"), top_p=run.get("top_p"), max_tokens=remaining)
+            temperature=run.get("temperature"), top_p=run.get("top_p"), max_tokens=remaining,
+            counted=(info.encoding, message_tokens))
         calls, finished, usage = await self._stream(provider.stream(request), run)
         if usage is None:
             usage = {"prompt_tokens": prompt_tokens,
@@ -236,40 +254,58 @@ class Execution:
         self.text += text
         await self.ask(runs.AppendText(self.run_id, self.message_id or "", 0, text))
 
-    async def _history(self, run: dict, info: ModelInfo) -> list[dict]:
-        """The thread's messages as chat messages, oldest first, reading back from the newest only as
-        far as needed. Each is counted once, here; `self.tokens` keeps the counts for fitting."""
+    async def _history(self, run: dict, info: ModelInfo) -> tuple[list[dict], list[int]]:
+        """The thread's messages as chat messages, oldest first, and their tokens: the tail
+        `tail_length` says a run reads, from this process's cache brought up to date, or from Postgres."""
         strategy = run.get("truncation_strategy") or {}
         keep = strategy.get("last_messages") if strategy.get("type") == "last_messages" else None
         budget = info.context_window
         if run.get("max_prompt_tokens") is not None:
             budget = min(budget, run["max_prompt_tokens"])
-        collected: list[dict] = []
-        tokens = 0
-        before = None
-        size = PAGE
-        while True:
-            page = [msgspec.json.decode(m) for m in await queries.recent_messages(self.deps.db, self.thread_id,
-                                                                                   before, size)]
-            for m in page:
-                chat = history_messages([m], lambda _: None)[0]
-                tokens += self.count(chat, info.encoding)
-                collected.append((m, chat))
-            if len(page) < size or tokens >= budget or (keep is not None and len(collected) >= keep):
-                break
-            before, size = page[-1]["id"], min(size * 4, 2000)    # a long thread: read further in bigger pages
-        collected.reverse()
-        images = await self._images([m for m, _ in collected])
-        if not images:
-            return [chat for _, chat in collected]
-        return [history_messages([m], images.get)[0] if _shows_image(m) else chat for m, chat in collected]
+        tails = self.deps.tails
+        tail = await self._current_tail(tails.take(self.thread_id), info.encoding)
+        sizes = pages()
+        while (length := tail_length(tail, budget, keep)) is None:
+            await self._read_older(tail, next(sizes), info.encoding)
+        entries = read_from(tail, length)
+        tails.put(self.thread_id, tail)
+        chats, tokens = list(map(_chat, entries)), list(map(_tokens, entries))
+        stored = list(map(_message, entries))
+        shown = [i for i, m in enumerate(stored) if m is not None] if stored.count(None) < len(stored) else []
+        images = await self._images([stored[i] for i in shown]) if shown else {}
+        if images:
+            for i in shown:
+                chats[i] = history_messages([stored[i]], images.get)[0]
+                tokens[i] = count_message(chats[i], info.encoding)
+        return chats, tokens
 
-    def count(self, message: dict, encoding: str) -> int:
-        """Tokens of a chat message, counted once per turn (they are counted again to fit and to bill)."""
-        known = self.tokens.get(id(message))
-        if known is None:
-            known = self.tokens[id(message)] = count_message(message, encoding)
-        return known
+    async def _current_tail(self, tail: Tail | None, encoding: str) -> Tail:
+        """The cached tail with what the log says changed since, or an empty one to read afresh."""
+        if tail is None or tail.encoding != encoding:
+            return Tail(encoding, self.thread_version)
+        events = await self.deps.actors.store.read_stream(f"thread-{self.thread_id}", tail.version,
+                                                          limit=MAX_CATCH_UP_EVENTS + 1)
+        if len(events) > MAX_CATCH_UP_EVENTS:
+            return Tail(encoding, self.thread_version)      # reading afresh costs less
+        touched: set[str] = set()
+        deleted: set[str] = set()
+        for r in events:
+            if isinstance(r.event, (ThreadDeleted, ThreadErased)):
+                return Tail(encoding, self.thread_version)
+            if isinstance(r.event, MESSAGE_ROW_EVENTS):
+                touched.add(r.event.message_id)
+            if isinstance(r.event, MessageDeleted):
+                deleted.add(r.event.message_id)
+        if not events:
+            return tail
+        changed = list(touched - deleted)     # a deleted message is gone for good: no need to look
+        current = await queries.messages_of_thread(self.deps.db, self.thread_id, changed) if changed else []
+        merge(tail, touched, [_entry(m, encoding) for m in current], events[-1].version)
+        return tail
+
+    async def _read_older(self, tail: Tail, size: int, encoding: str) -> None:
+        page = await queries.recent_messages(self.deps.db, self.thread_id, tail.floor, size)
+        prepend_older(tail, [_entry(m, encoding) for m in page], size)
 
     async def _images(self, messages: list[dict]) -> dict[str, str]:
         """Data URLs of the image files the messages show (files of a few MB, read from the blob store)."""
@@ -284,6 +320,27 @@ class Execution:
             data = b"".join([chunk async for chunk in queries.file_chunks(self.deps.db, file_id)])
             out[file_id] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         return out
+
+
+class _StoredMessage(msgspec.Struct):
+    """What a run needs of a message's stored JSON (decoding only this is several times faster)."""
+    id: str
+    role: str
+    content: list[dict] | None = None
+
+
+_stored_message = msgspec.json.Decoder(_StoredMessage)
+_chat = attrgetter("chat")
+_tokens = attrgetter("tokens")
+_message = attrgetter("message")
+
+
+def _entry(stored: str, encoding: str) -> Entry:
+    """A stored message as the tail holds it: its chat message (image files left out) and tokens."""
+    m = _stored_message.decode(stored)
+    message = {"role": m.role, "content": m.content}
+    chat = history_messages([message], lambda _: None)[0]
+    return Entry(m.id, chat, count_message(chat, encoding), message if _shows_image(message) else None)
 
 
 def _shows_image(message: dict) -> bool:
