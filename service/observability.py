@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import re
 import sys
 import time
+from urllib.parse import quote
 
 import msgspec
 import structlog
@@ -77,22 +80,89 @@ def _timestamp(_, __, event: dict) -> dict:
     return event
 
 
+# --- secrets are redacted from every log line ---------------------------------------------------
+# Text that reaches a log line is often not ours: a provider's error message may quote the key it was
+# sent, an exception may carry a URL with credentials. So the finished line is redacted, whatever
+# wrote it: secrets of known shapes, and the values of the secrets this process was configured with.
+
+_SHAPES = [
+    (r"tl-[A-Za-z0-9_-]{16,}", "tl-[redacted]"),                         # Threadline API keys
+    (r"whsec_[A-Za-z0-9+/=]{16,}", "whsec_[redacted]"),                   # webhook signing secrets
+    (r"\b((?i:bearer|basic))(\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1\2[redacted]"),  # credentials in a header
+    (r"://([^/\s:@\"']+):[^@\s/\"']+@", r"://\1:[redacted]@"),              # passwords in URLs
+]
+_SECRET_NAME = re.compile(r"(?i)(api_?key|(^|_)key|secret|token|password|passwd|credentials?)$")
+_MIN_SECRET = 8     # shorter values ("1", "true") would redact ordinary words
+
+
+def configured_secrets(environ=os.environ) -> set[str]:
+    """Values of the environment's secret-named variables, and of those the models table names."""
+    names = {name for name in environ if _SECRET_NAME.search(name)}
+    path = environ.get("THREADLINE_MODELS")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                table = json.load(f).get("models") or {}
+            names |= {m["api_key_env"] for m in table.values() if isinstance(m, dict) and m.get("api_key_env")}
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass        # the models table reports its own errors when it is loaded
+    return {environ[n] for n in names if len(environ.get(n) or "") >= _MIN_SECRET}
+
+
+class Redactor:
+    def __init__(self, values: set[str] = frozenset()):
+        forms = {form for v in values for form in (v, quote(v, safe=""), json.dumps(v)[1:-1])}
+        literal = sorted(forms, key=len, reverse=True)    # the longest form first when one contains another
+        self._shapes = [(re.compile(p), r) for p, r in _SHAPES]
+        self._literal = re.compile("|".join(map(re.escape, literal))) if literal else None
+        self._any = re.compile("|".join([p for p, _ in _SHAPES] + [re.escape(v) for v in literal]))
+        self._any_bytes = re.compile(self._any.pattern.encode())   # JSON lines are bytes: no decode per line
+
+    def __call__(self, text: str) -> str:
+        if not self._any.search(text):      # the common case: one search, no copy
+            return text
+        if self._literal is not None:
+            text = self._literal.sub("[redacted]", text)
+        for pattern, replacement in self._shapes:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def processor(self, _, __, line):
+        """The last structlog processor: the rendered line, redacted."""
+        if isinstance(line, bytes):
+            return self(line.decode("utf-8", "replace")).encode() if self._any_bytes.search(line) else line
+        return self(line)
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, redact: Redactor):
+        super().__init__(fmt)
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
+
+
 def configure_logging(fmt: str = "auto") -> None:
     global _lines
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    redact = Redactor(configured_secrets())
     processors = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level]
     if console:
-        processors += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.dev.ConsoleRenderer()]
+        processors += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.dev.ConsoleRenderer(),
+                       redact.processor]
         factory = structlog.PrintLoggerFactory(sys.stderr)
     else:
         processors += [_timestamp, structlog.processors.format_exc_info,
-                       structlog.processors.JSONRenderer(serializer=_dumps)]
+                       structlog.processors.JSONRenderer(serializer=_dumps), redact.processor]
         sys.stderr.flush()
         _lines = BufferedLines(sys.stderr.fileno())
         atexit.register(_lines.flush)
         factory = lambda *_: _lines  # noqa: E731
     structlog.configure(processors=processors, logger_factory=factory, cache_logger_on_first_use=True)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter("%(name)s %(levelname)s %(message)s", redact))
 
 
 _tracing = False

@@ -3,13 +3,26 @@ on every endpoint and under every mount prefix, and A's objects are unchanged af
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import time
 import uuid
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import FormData
+from aiohttp import FormData, web
+from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import Client, new_key
+from conftest import Client, new_key, test_config as make_config
+from footprint import footprint
+from service.api.requests import (
+    CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
+    CreateThreadRequest, CreateWebhookRequest, SubmitToolOutputsRequest, UpdateAssistantRequest,
+    UpdateMessageRequest, UpdateRunRequest, UpdateThreadRequest, UpdateWebhookRequest,
+)
+from service.api.routes import ROUTES
+from service.app import create_app
 
 PREFIXES = ["", "/v1", "/openai", "/api/projects/{project}"]
 
@@ -187,3 +200,235 @@ async def test_two_keys_of_one_project_share_it(app_client, db):
     assert await k2.ok("GET", f"/threads/{t['id']}") == t
     await k2.ok("POST", f"/threads/{t['id']}/messages", {"role": "user", "content": "from k2"})
     assert len((await k1.ok("GET", f"/threads/{t['id']}/messages"))["data"]) == 1
+
+
+# --- the whole route table ------------------------------------------------------------------------
+# Every route of service.api.routes.ROUTES, so a new route is covered (or fails here until it is):
+# B's key with A's ids gets exactly the 404 it gets for ids that never existed, and nothing changes.
+
+# A valid body per request type, so the request gets past validation to the lookup. "{name}" is an id
+# of the project whose ids are being tried; "{own:name}" one of the caller's own.
+BODIES = {
+    CreateAssistantRequest: {"model": "builtin/echo"},
+    UpdateAssistantRequest: {"name": "B was here", "metadata": {"by": "b"}},
+    CreateThreadAndRunRequest: {"assistant_id": "{assistant_id}"},
+    CreateThreadRequest: {"messages": [{"role": "user", "content": "b"}]},
+    UpdateThreadRequest: {"metadata": {"by": "b"}},
+    CreateMessageRequest: {"role": "user", "content": "injected by b"},
+    UpdateMessageRequest: {"metadata": {"by": "b"}},
+    CreateRunRequest: {"assistant_id": "{own:assistant_id}"},
+    UpdateRunRequest: {"metadata": {"by": "b"}},
+    SubmitToolOutputsRequest: {"tool_outputs": [{"tool_call_id": "call_b", "output": "b"}]},
+    CreateWebhookRequest: {"url": "http://127.0.0.1:9/b", "events": ["*"]},
+    UpdateWebhookRequest: {"description": "B was here", "rotate_secret": True},
+}
+# Ids of each kind that exist nowhere, shaped like real ones.
+NOBODY = {"assistant_id": "asst_nobody0000000000000000", "thread_id": "thread_nobody000000000000000",
+          "message_id": "msg_nobody00000000000000000", "run_id": "run_nobody00000000000000000",
+          "step_id": "step_nobody0000000000000000", "file_id": "file-nobody00000000000000000",
+          "webhook_id": "wh_nobody000000000000000000", "delivery_id": "whd_nobody00000000000000000"}
+MATRIX_PREFIXES = ["/v1", "/api/projects/{project}"]
+
+
+def _route_id(route) -> str:
+    return f"{route.method} {route.path}"
+
+
+def _path_params(route) -> list[str]:
+    return re.findall(r"{(\w+)}", route.path)
+
+
+def _body(route, ids: dict, own: dict):
+    if route.body is None:
+        return None
+    assert route.body in BODIES, f"add a valid {route.body.__name__} to BODIES for {_route_id(route)}"
+    text = json.dumps(BODIES[route.body])
+    for name in NOBODY:
+        text = text.replace("{own:" + name + "}", own[name]).replace("{" + name + "}", ids[name])
+    return json.loads(text)
+
+
+def _names_an_id(route) -> bool:
+    return bool(_path_params(route)) or "{assistant_id}" in json.dumps(BODIES.get(route.body, {}))
+
+
+class Receiver:
+    def __init__(self):
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
+
+
+async def _until(check, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _objects(c: Client, receiver: Receiver, secret: str) -> dict:
+    """One object of every kind, a finished run with its steps, and a webhook delivery."""
+    hook = await c.ok("POST", "/webhooks", {"url": f"http://127.0.0.1:{receiver.server.port}/{secret}",
+                                            "events": ["thread.run.completed"], "description": secret})
+    file = (await c.upload(secret.encode(), f"{secret}.txt"))["id"]
+    asst = (await c.ok("POST", "/assistants", {"model": "builtin/echo", "name": secret,
+                                               "instructions": secret, "metadata": {"secret": secret}}))["id"]
+    thread = (await c.ok("POST", "/threads", {"metadata": {"secret": secret}, "messages": [
+        {"role": "user", "content": secret, "attachments": [{"file_id": file}]}]}))["id"]
+    msg = (await c.ok("POST", f"/threads/{thread}/messages", {"role": "user", "content": f"more {secret}"}))["id"]
+    run = (await c.ok("POST", f"/threads/{thread}/runs", {"assistant_id": asst, "metadata": {"secret": secret}}))["id"]
+
+    async def finished():
+        r = await c.ok("GET", f"/threads/{thread}/runs/{run}")
+        return r["status"] in ("completed", "failed", "cancelled", "expired", "incomplete") and r
+    assert (await _until(finished, "the run to end"))["status"] == "completed"
+    step = (await c.ok("GET", f"/threads/{thread}/runs/{run}/steps"))["data"][0]["id"]
+
+    async def delivered():
+        page = await c.ok("GET", f"/webhooks/{hook['id']}/deliveries")
+        return page["data"] and page["data"][0]["status"] == "delivered" and page["data"][0]
+    delivery = (await _until(delivered, "the webhook delivery"))["id"]
+    return {"assistant_id": asst, "thread_id": thread, "message_id": msg, "run_id": run, "step_id": step,
+            "file_id": file, "webhook_id": hook["id"], "delivery_id": delivery}
+
+
+@dataclass
+class Matrix:
+    http: object
+    db: object
+    a_name: str
+    b_name: str
+    a_key: str
+    b_key: str
+    a_ids: dict
+    b_ids: dict
+    secret: str
+
+
+@pytest.fixture(scope="module")
+async def matrix(own_database):
+    url, pool = own_database
+    config = make_config(webhook_allow_http=True, webhook_allow_networks="127.0.0.0/8",
+                         webhook_first_retry_seconds=0.05, run_sweep_seconds=0.2)
+    http = TestClient(TestServer(create_app(config, url)))
+    await http.start_server()
+    receiver = Receiver()
+    await receiver.server.start_server()
+    try:
+        a_name, b_name = f"a-{uuid.uuid4().hex[:10]}", f"b-{uuid.uuid4().hex[:10]}"
+        a_key, b_key = await new_key(pool, a_name), await new_key(pool, b_name)
+        secret = f"secret{uuid.uuid4().hex[:12]}"
+        a_ids = await _objects(Client(http, a_key), receiver, secret)
+        b_ids = await _objects(Client(http, b_key), receiver, f"bee{uuid.uuid4().hex[:12]}")
+        yield Matrix(http, pool, a_name, b_name, a_key, b_key, a_ids, b_ids, secret)
+    finally:
+        await receiver.server.close()
+        await http.close()
+
+
+async def _call(m: Matrix, key: str | None, prefix: str, route, ids: dict, own: dict, **kw):
+    """(status, body, the ids the request named) for one route, every path parameter taken from ids."""
+    params = _path_params(route)
+    for name in params:
+        assert name in ids, f"add ids of kind '{name}' to the tenancy matrix for {_route_id(route)}"
+    path = route.path.format(**{n: ids[n] for n in params})
+    c = Client(m.http, key, prefix.format(project=m.b_name))
+    status, raw, headers = await c.raw(route.method, path, json=_body(route, ids, own), **kw)
+    assert headers["Content-Type"].startswith("application/json"), (status, headers)
+    named = [ids[n] for n in params] + ([ids["assistant_id"]] if "{assistant_id}" in
+                                         json.dumps(BODIES.get(route.body, {})) else [])
+    return status, json.loads(raw), named
+
+
+def _anonymised(body: dict, named: list[str]) -> str:
+    text = json.dumps(body, sort_keys=True)
+    for i, value in enumerate(named):
+        text = text.replace(value, f"<id {i}>")
+    return text
+
+
+@pytest.mark.parametrize("prefix", MATRIX_PREFIXES)
+@pytest.mark.parametrize("route", [r for r in ROUTES if _names_an_id(r)], ids=_route_id)
+async def test_every_route_answers_another_projects_ids_as_unknown(matrix, route, prefix):
+    m = matrix
+    before = (await footprint(m.db, m.a_name), await footprint(m.db, m.b_name))
+    status, body, named = await _call(m, m.b_key, prefix, route, m.a_ids, m.b_ids)
+    assert_error(status, body, 404, body.get("error", {}).get("message"))
+    text = json.dumps(body)
+    assert m.secret not in text and m.a_name not in text, body
+    # Exactly what ids that never existed get: the answer tells nothing about A's objects.
+    n_status, n_body, n_named = await _call(m, m.b_key, prefix, route, NOBODY, m.b_ids)
+    assert (status, _anonymised(body, named)) == (n_status, _anonymised(n_body, n_named))
+    assert (await footprint(m.db, m.a_name), await footprint(m.db, m.b_name)) == before
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if len(_path_params(r)) > 1], ids=_route_id)
+async def test_another_projects_child_under_ones_own_parent_is_unknown(matrix, route):
+    """B's own thread (run, webhook) with A's message (run, step, delivery) below it."""
+    m = matrix
+    params = _path_params(route)
+    ids = {**m.b_ids, params[-1]: m.a_ids[params[-1]]}
+    nobody = {**m.b_ids, params[-1]: NOBODY[params[-1]]}
+    before = (await footprint(m.db, m.a_name), await footprint(m.db, m.b_name))
+    status, body, named = await _call(m, m.b_key, "/v1", route, ids, m.b_ids)
+    assert status == 404, (status, body)
+    assert m.secret not in json.dumps(body), body
+    n_status, n_body, n_named = await _call(m, m.b_key, "/v1", route, nobody, m.b_ids)
+    assert (status, _anonymised(body, named)) == (n_status, _anonymised(n_body, n_named))
+    assert (await footprint(m.db, m.a_name), await footprint(m.db, m.b_name)) == before
+
+
+WRONG_CREDENTIALS = {
+    "none": {},
+    "wrong bearer": {"Authorization": "Bearer tl-not-a-key-of-anyone-at-all-000000000000"},
+    "wrong api-key": {"api-key": "tl-not-a-key-of-anyone-at-all-000000000000"},
+    "not bearer": {"Authorization": "Token {key}"},
+}
+
+
+@pytest.mark.parametrize("credentials", list(WRONG_CREDENTIALS))
+@pytest.mark.parametrize("route", ROUTES, ids=_route_id)
+async def test_every_route_needs_a_valid_key(matrix, route, credentials):
+    """401 before anything else is looked at: with the owner's real ids, and with a valid body."""
+    m = matrix
+    headers = {k: v.format(key=m.a_key) for k, v in WRONG_CREDENTIALS[credentials].items()}
+    before = await footprint(m.db, m.a_name)
+    kw = {"data": FormData({"purpose": "assistants"})} if route.multipart else {}
+    for prefix in ("", "/v1", "/openai", f"/api/projects/{m.a_name}"):
+        status, body, _ = await _call(m, None, prefix, route, m.a_ids, m.a_ids, headers=headers, **kw)
+        assert status == 401, (prefix, status, body)
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["error"]["code"] == "invalid_api_key" and m.secret not in json.dumps(body)
+    if route.sse:      # EventSource's ?api_key= is checked like a header
+        status, body, _ = await _call(m, None, "/v1", route, m.a_ids, m.a_ids,
+                                      params={"api_key": "tl-not-a-key-of-anyone-at-all-000000000000"})
+        assert status == 401 and body["error"]["code"] == "invalid_api_key", body
+    assert await footprint(m.db, m.a_name) == before
+
+
+async def test_another_projects_key_in_the_stream_url_is_404(matrix):
+    m = matrix
+    for path in (f"/v1/threads/{m.a_ids['thread_id']}/stream",
+                 f"/v1/threads/{m.a_ids['thread_id']}/runs/{m.a_ids['run_id']}/stream"):
+        resp = await m.http.get(path, params={"api_key": m.b_key})
+        body = await resp.json()
+        assert resp.status == 404 and m.secret not in json.dumps(body), body
+
+
+async def test_the_matrix_world_is_intact(matrix):
+    """After everything above, A still reads all of its objects as they were made."""
+    a = Client(matrix.http, matrix.a_key)
+    ids = matrix.a_ids
+    assert (await a.ok("GET", f"/assistants/{ids['assistant_id']}"))["name"] == matrix.secret
+    assert (await a.ok("GET", f"/threads/{ids['thread_id']}"))["metadata"] == {"secret": matrix.secret}
+    hook = await a.ok("GET", f"/webhooks/{ids['webhook_id']}")
+    assert hook["description"] == matrix.secret and "secret" not in hook
+    assert len((await a.ok("GET", f"/threads/{ids['thread_id']}/messages"))["data"]) >= 3
+    assert (await a.ok("GET", f"/threads/{ids['thread_id']}/runs/{ids['run_id']}"))["metadata"] == {
+        "secret": matrix.secret}

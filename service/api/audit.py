@@ -12,7 +12,7 @@ from events.types import ThreadCreated
 from projections import queries
 from projections.memory import ThreadModels
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.http import ctx_of, event_version, json_ok, page_request, raw_ok, services
 
 MAX_EVENTS_PAGE = 1000
 
@@ -50,19 +50,19 @@ async def list_events(request: web.Request) -> web.Response:
     thread_id = request.match_info["thread_id"]
     await _require_thread(request, thread_id)
     q = request.query
-    after = q.get("after", "0")
-    limit = q.get("limit", "100")
-    if not after.isdigit() or len(after) > 12:
+    after = event_version(q.get("after", "0"))
+    limit = event_version(q.get("limit", "100"))
+    if after is None:
         raise ApiError(400, "Invalid 'after': expected an event version (a number).", param="after")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_EVENTS_PAGE:
+    if limit is None or not 1 <= limit <= MAX_EVENTS_PAGE:
         raise ApiError(400, f"Invalid 'limit': expected 1 to {MAX_EVENTS_PAGE}.", param="limit")
     types = [t for raw in q.getall("type", []) for t in raw.split(",") if t] or None
-    rows = await audit.stream_events(services(request).db, f"thread-{thread_id}", after=int(after),
-                                     limit=int(limit) + 1, types=types, run_id=q.get("run_id") or None)
-    more = len(rows) > int(limit)
+    rows = await audit.stream_events(services(request).db, f"thread-{thread_id}", after=after,
+                                     limit=limit + 1, types=types, run_id=q.get("run_id") or None)
+    more = len(rows) > limit
     data = []
     store = services(request).store
-    for position, version, type_, payload, metadata, recorded_at, hash_ in rows[: int(limit)]:
+    for position, version, type_, payload, metadata, recorded_at, hash_ in rows[:limit]:
         payload = await store.reveal(f"thread-{thread_id}", type_, payload)
         meta = msgspec.json.decode(metadata)
         data.append(AuditEvent(version=version, position=position, type=type_, recorded_at=recorded_at.isoformat(),
@@ -84,7 +84,7 @@ async def _require_thread(request: web.Request, thread_id: str) -> None:
 
 
 def _as_of_limit(raw: str) -> tuple[int | None, datetime | None]:
-    if raw.isdigit() and len(raw) <= 12:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 12:     # '²' is a digit to isdigit(), not to int()
         return int(raw), None
     try:
         at = datetime.fromisoformat(raw.replace("Z", "+00:00"))

@@ -15,7 +15,11 @@ from service.api.errors import ApiError, from_validation
 
 T = TypeVar("T")
 SERVICES = web.AppKey("services", object)
-_CURSOR = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+# ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses.
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+MAX_VERSION = 2**31 - 1     # events.version is a Postgres integer
 _JSON_TYPES = ("application/json", "text/plain", "application/octet-stream", "")
 # A JSON \u0000 escape (not an escaped backslash followed by "u0000"): Postgres text/jsonb cannot store NUL.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -69,13 +73,21 @@ async def read_body(request: web.Request, type_: type[T]) -> T:
                             "payload, but what was sent was not valid JSON.") from None
 
 
+def event_version(raw: str) -> int | None:
+    """A thread stream version from a client (`after`, `Last-Event-ID`, `as_of`), or None if it is not one."""
+    if not _DIGITS.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if value <= MAX_VERSION else None
+
+
 def page_request(request: web.Request) -> PageRequest:
     q = request.query
     raw_limit = q.get("limit", "20")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise ApiError(400, f"Invalid 'limit': expected an integer, got '{raw_limit[:40]}'.", param="limit") from None
+    # int() alone would also take ' 5', '1_0' and '٣'.
+    if not _INTEGER.fullmatch(raw_limit):
+        raise ApiError(400, f"Invalid 'limit': expected an integer, got '{raw_limit[:40]}'.", param="limit")
+    limit = int(raw_limit)
     if not 1 <= limit <= 100:
         raise ApiError(400, f"Invalid 'limit': {limit} is not between 1 and 100.", param="limit")
     order = q.get("order", "desc")
@@ -84,7 +96,7 @@ def page_request(request: web.Request) -> PageRequest:
     cursors = {}
     for name in ("after", "before"):
         value = q.get(name) or None
-        if value is not None and not _CURSOR.match(value):
+        if value is not None and not _CURSOR.fullmatch(value):
             raise ApiError(400, f"Invalid '{name}': expected an object id.", param=name)
         cursors[name] = value
     return PageRequest(limit=limit, order=order, **cursors)

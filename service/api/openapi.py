@@ -8,22 +8,28 @@ from typing import Any
 import msgspec
 
 from service.api.errors import ErrorEnvelope
+from service.api.files import PURPOSES
+from service.api.http import MAX_VERSION
 from service.api.routes import ROUTES
 
 _REF = "#/components/schemas/{name}"
 _QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
     "order": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
-    "after": {"type": "string", "description": "An object id: the page starts after it."},
-    "before": {"type": "string", "description": "An object id: the page ends before it."},
+    "after": {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,128}$",
+              "description": "An object id: the page starts after it (empty: no cursor)."},
+    "before": {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,128}$",
+               "description": "An object id: the page ends before it (empty: no cursor)."},
     "run_id": {"type": "string", "description": "Only messages created by this run."},
     "purpose": {"type": "string", "description": "Only files with this purpose."},
-    "after@version": {"type": "string", "pattern": "^[0-9]+$",
+    "limit@version": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "after@version": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION,
                   "description": "Resume after this event id (the same as the Last-Event-ID header)."},
     "api_key": {"type": "string", "description": "The API key, for clients that cannot send headers "
                                                  "(EventSource); only on GET …/stream."},
-    "as_of": {"type": "string", "description": "An event version of the thread, or an RFC 3339 time: the "
-                                               "thread as it was then, rebuilt from its log."},
+    "as_of": {"type": "string", "minLength": 1,
+              "description": "An event version of the thread, or an RFC 3339 time: the thread as it was then, "
+                             "rebuilt from its log."},
     "type": {"type": "string", "description": "Only events of these types (comma-separated)."},
     "status": {"type": "string", "enum": ["pending", "delivered", "dead"], "description": "Only deliveries in this state."},
     "include[]": {"type": "string", "enum": ["step_details.tool_calls[*].file_search.results[*].content"],
@@ -32,7 +38,8 @@ _QUERY_SCHEMAS = {
 _ERRORS = {"400": "Invalid request", "401": "Missing or wrong API key", "404": "No such object",
            "413": "Body too large", "415": "Unsupported content type", "503": "Database unavailable"}
 _IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]*[!-~][ -~]*$"},
     "description": "Retrying with the same key returns the first response (header `Idempotent-Replayed: true`) "
                    "and creates nothing; the same key with a different request is a 400. Kept for 24 hours.",
 }
@@ -55,7 +62,7 @@ def openapi_document() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", r.path)
             ] + [{"name": q, "in": "query", "required": False,
-                  "schema": _QUERY_SCHEMAS.get(f"{q}@version" if r.versioned else q) or _QUERY_SCHEMAS[q]}
+                  "schema": (_QUERY_SCHEMAS.get(f"{q}@version") if r.versioned else None) or _QUERY_SCHEMAS[q]}
                  for q in r.query],
             "responses": {
                 "200": _ok(r, refs),
@@ -68,11 +75,16 @@ def openapi_document() -> dict[str, Any]:
             op["responses"]["409"] = {"description": "A request with this Idempotency-Key is still running",
                                       "content": {"application/json": {"schema": refs[ErrorEnvelope]}}}
         if r.body is not None:
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": refs[r.body]}}}
+            # An absent body is an empty object, so it may be left out only when no field is required.
+            required = any(f.required for f in msgspec.structs.fields(r.body))
+            op["requestBody"] = {"required": required, "content": {"application/json": {"schema": refs[r.body]}}}
         if r.multipart:
             op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["purpose", "file"],
-                "properties": {"purpose": {"type": "string"}, "file": {"type": "string", "format": "binary"}},
+                "type": "object", "required": ["purpose", "file"], "additionalProperties": False,
+                "properties": {"purpose": {"type": "string", "enum": list(PURPOSES)},
+                               "file": {"type": "string", "format": "binary"},
+                               "filename": {"type": "string", "maxLength": 512,
+                                            "description": "Overrides the file part's own filename."}},
             }}}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
@@ -92,16 +104,32 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+# Before OpenAPI 3.2's `itemSchema`, an event stream's `schema` describes each event, not the stream.
+_SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$",
+               "description": "The event's version in the thread's stream (absent on ping and done)."},
+        "event": {"type": "string", "description": "thread.run.*, thread.run.step.*, thread.message.*, ping, done"},
+        "data": {"type": "string", "description": "One JSON line; `[DONE]` on the done event."},
+    },
+}
+_SSE_DESCRIPTION = ("Server-sent events: `id:` (the event's version in the thread's stream), `event:` "
+                    "(thread.run.*, thread.run.step.*, thread.message.*, ping) and one `data:` JSON line each; "
+                    "`event: done` / `data: [DONE]` when the run ends.")
+
+
 def _ok(route, refs) -> dict:
     if route.sse:
-        return {"description": "Server-sent events: `id:` (the event's version in the thread's stream), "
-                               "`event:` (thread.run.*, thread.run.step.*, thread.message.*, ping) and one "
-                               "`data:` JSON line each; `event: done` / `data: [DONE]` when the run ends.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        return {"description": _SSE_DESCRIPTION, "content": {"text/event-stream": {"schema": _SSE_EVENT}}}
     if route.binary:
         return {"description": "The file's bytes",
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-    return {"description": "OK", "content": {"application/json": {"schema": refs[route.response]}}}
+    ok = {"description": "OK", "content": {"application/json": {"schema": refs[route.response]}}}
+    if route.body is not None and "stream" in route.body.__struct_fields__:   # `"stream": true` answers SSE
+        ok["description"] = "The object; with `\"stream\": true`, the run's events instead. " + _SSE_DESCRIPTION
+        ok["content"]["text/event-stream"] = {"schema": _SSE_EVENT}
+    return ok
 
 
 def _operation_id(name: str) -> str:

@@ -23,7 +23,9 @@ Name = Annotated[str, Meta(max_length=256)]
 Description = Annotated[str, Meta(max_length=512)]
 Instructions = Annotated[str, Meta(max_length=256_000)]
 Model = Annotated[str, Meta(min_length=1, max_length=256)]
-Tool = Annotated[dict[str, Any], Meta(description="A tool definition: function, code_interpreter, file_search, …")]
+Tool = Annotated[dict[str, Any], Meta(
+    description="A tool definition: function, code_interpreter, file_search, …",
+    extra_json_schema={"required": ["type"], "properties": {"type": {"type": "string", "minLength": 1}}})]
 Tools = Annotated[list[Tool], Meta(max_length=128)]
 ToolResources = dict[str, Any]
 Temperature = Annotated[float, Meta(ge=0, le=2)]

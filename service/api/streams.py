@@ -13,7 +13,7 @@ from aiohttp import web
 from events.store import RecordedEvent
 from projections import queries
 from service.api.errors import ApiError, not_found
-from service.api.http import REQUEST_ID, ctx_of, services
+from service.api.http import REQUEST_ID, ctx_of, event_version, services
 from service.streams.frames import DONE, KEEPALIVE, TERMINAL, FrameView
 from service.streams.hub import Subscription
 
@@ -24,10 +24,11 @@ def _position(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    version = event_version(raw)
+    if version is None:
         raise ApiError(400, f"Invalid event id '{raw[:32]}': expected a number from this stream's 'id:' lines.",
                        param="after")
-    return int(raw)
+    return version
 
 
 async def _seed(request: web.Request, view: FrameView, events: list[RecordedEvent]) -> None:
