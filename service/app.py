@@ -37,8 +37,13 @@ log = structlog.get_logger("threadline.http")
 OPENAPI = web.AppKey("openapi", bytes)
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/chat", "/"}
+# When Postgres shuts down (or a server process crashes), a query running then fails with
+# AdminShutdownError / CrashShutdownError, and for the moment until the socket closes the pool may
+# hand out that connection again, whose protocol is still waiting to finish the failed query:
+# asyncpg's InternalClientError. The database went away; not a bug, so 503 as well.
 DB_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
              asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+             asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.InternalClientError,
              ConnectionError, OSError, asyncio.TimeoutError)
 
 
@@ -70,12 +75,14 @@ async def api_middleware(request: web.Request, handler):
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
     request[REQUEST_ID] = request_id[:64]
     started = time.perf_counter()
+    failed = True
     try:
         if request.path not in PUBLIC and not request.path.startswith("/static/"):
             await _authenticate(request)
             if idempotency.applies(request):
                 handler = idempotency.once(handler)
         response = await handler(request)
+        failed = False
     except ApiError as exc:
         response = exc.response()
     except DomainError as exc:
@@ -91,10 +98,24 @@ async def api_middleware(request: web.Request, handler):
     except Exception:  # noqa: BLE001 - the last line of defence: no stack trace ever reaches a client
         log.exception("unhandled_error", method=request.method, path=request.path)
         response = error_response(500, "The server had an error while processing your request.", type_="server_error")
+    if failed and _under_way(request):
+        # A stream failed after its status line and frames went out: an error answer would land in
+        # the middle of its body and leave the client waiting. End the connection instead, so the
+        # client sees the stream break and resumes from its last event id.
+        log.warning("stream_broken", path=request.path, status=response.status)
+        if request.transport is not None:
+            request.transport.close()
+        return response          # aiohttp finds the connection closed and writes nothing
     response.headers["x-request-id"] = request[REQUEST_ID]
     log.info("request", method=request.method, path=request.path, status=response.status,
              ms=round((time.perf_counter() - started) * 1000, 2))
     return response
+
+
+def _under_way(request: web.Request) -> bool:
+    """Whether the handler had begun its own response (a stream) before it failed."""
+    writer = request.writer
+    return writer is not None and writer.output_size > 0
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:

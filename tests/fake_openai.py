@@ -8,7 +8,9 @@ per test, and recording what it was sent.
         assert fake.requests[0].body["messages"] == [...]
 
 Replies are used in order; the last one then answers every further request (so
-`fake.script(error_reply(500))` is a server that fails forever). Any POST path ending in
+`fake.script(error_reply(500))` is a server that fails forever). `fake.script_for("m", ...)` gives
+requests for model "m" their own replies (so runs on several models can fail differently at the
+same time); other models use `script`. Any POST path ending in
 /chat/completions is answered, so Azure clients work too (`fake.endpoint` is the Azure endpoint;
 `requests[i].path` and `.query` show deployment and api-version).
 """
@@ -30,17 +32,21 @@ JSON = dict[str, Any]
 class Reply:
     """One scripted answer, after `delay` seconds with nothing sent (a model slow to start). A 200
     streams `events` as SSE `data:` lines (dicts as JSON, strings as they are, which is how garbage
-    is sent), then `data: [DONE]` when `done`; then it ends, hangs until the server closes, or
-    resets the connection. Any other status answers `body` as JSON."""
+    is sent), then `data: [DONE]` when `done`; then it ends, hangs until the server closes, resets
+    the connection, trickles SSE comments (keep-alives, no data) every `chunk_delay` (at least
+    0.05 s) until the server closes, or sends its last event again and again ("endless", a model
+    that never stops). `raw` is answered as it is, with `status` and `headers` (a proxy's HTML error
+    page, say). Any other status answers `body` as JSON."""
     delay: float = 0.0
     status: int = 200
     events: list[JSON | str] = field(default_factory=list)
     done: bool = True
-    then: Literal["end", "hang", "reset"] = "end"
+    then: Literal["end", "hang", "reset", "trickle", "endless"] = "end"
     chunk_delay: float = 0.0
     body: JSON | None = None
     headers: dict[str, str] = field(default_factory=dict)
     reset_before_response: bool = False
+    raw: bytes | None = None
 
 
 @dataclass
@@ -124,7 +130,10 @@ def error_reply(status: int, message: str = "fake failure", *, code: str | None 
 class FakeOpenAI:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
+        self.replies_for: dict[str, deque[Reply]] = {}
         self.requests: list[RecordedRequest] = []
+        # 200 answers still streaming; a trickling or endless one ends when its client goes away
+        self.open_streams = 0
         self._arrived = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -143,6 +152,10 @@ class FakeOpenAI:
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order; the last one repeats."""
         self.replies = deque(replies)
+
+    def script_for(self, model: str, *replies: Reply) -> None:
+        """Answer requests for this model with these replies, in order; the last one repeats."""
+        self.replies_for[model] = deque(replies)
 
     def models_file_content(self, *names: str, **config: Any) -> JSON:
         """A THREADLINE_MODELS table sending these model names here; config adds to every entry."""
@@ -177,10 +190,11 @@ class FakeOpenAI:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _next_reply(self) -> Reply:
-        if not self.replies:
+    def _next_reply(self, model: Any = None) -> Reply:
+        replies = self.replies_for.get(model, self.replies) if isinstance(model, str) else self.replies
+        if not replies:
             return error_reply(500, "the fake server has no reply scripted")
-        return self.replies.popleft() if len(self.replies) > 1 else self.replies[0]
+        return replies.popleft() if len(replies) > 1 else replies[0]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -195,7 +209,7 @@ class FakeOpenAI:
 
         if not request.path.endswith("/chat/completions"):
             return web.json_response({"error": {"message": f"no route {request.path}"}}, status=404)
-        reply = self._next_reply()
+        reply = self._next_reply(body.get("model"))
         if reply.delay:
             try:
                 await asyncio.wait_for(self._closing.wait(), reply.delay)
@@ -203,12 +217,22 @@ class FakeOpenAI:
                 pass
         if reply.reset_before_response:
             return self._reset(request)
+        if reply.raw is not None:
+            return web.Response(body=reply.raw, status=reply.status,
+                                headers={"Content-Type": "text/html", **reply.headers})
         if reply.status != 200:
             return web.json_response(reply.body or {}, status=reply.status, headers=reply.headers)
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                **reply.headers})
         await response.prepare(request)
+        self.open_streams += 1
+        try:
+            return await self._stream(request, response, reply)
+        finally:
+            self.open_streams -= 1
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse, reply: Reply) -> web.StreamResponse:
         for index, event in enumerate(reply.events):
             if index and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
@@ -219,6 +243,17 @@ class FakeOpenAI:
             return response
         if reply.then == "reset":
             return self._reset(request)
+        if reply.then in ("trickle", "endless"):
+            last = reply.events[-1] if reply.events else {}
+            line = b": keep-alive\n\n" if reply.then == "trickle" else \
+                f"data: {last if isinstance(last, str) else json.dumps(last)}\n\n".encode()
+            try:
+                while not self._closing.is_set():
+                    await asyncio.sleep(max(reply.chunk_delay, 0.05))
+                    await response.write(line)
+            except ConnectionError:
+                pass                    # the client gave up, which is what these replies wait for
+            return response
         if reply.done:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -94,13 +94,15 @@ class RunEngine:
                 log.warning("expiry_sweep_failed", exc_info=True)
 
     async def _lease_loop(self) -> None:
-        """Renew our leases (and notice runs cancelled through another process); adopt orphans."""
+        """Renew our leases (and notice runs cancelled through another process); adopt orphans;
+        clear leases left on runs that ended."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 await self._renew()
                 if not self._closing:
                     await self._adopt_orphans()
+                    await leases.forget_ended(self.deps.db)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

@@ -33,6 +33,16 @@ async def renew(db: asyncpg.Pool, owner: str, run_ids: list[str], seconds: float
     return {r[0]: r[1] for r in rows}
 
 
+async def forget_ended(db: asyncpg.Pool) -> int:
+    """Delete lapsed leases of runs that no longer need a process: their holder lost the database
+    or died after the run ended, before it could let go. (A lease renewed or claimed meanwhile is
+    no longer lapsed when the DELETE rechecks the row, so it stays.)"""
+    result = await db.execute(
+        """DELETE FROM run_leases l WHERE l.expires_at < now() AND NOT EXISTS (
+               SELECT 1 FROM runs r WHERE r.id = l.run_id AND r.status IN ('queued', 'in_progress', 'cancelling'))""")
+    return int(result.rsplit(" ", 1)[-1])
+
+
 async def orphans(db: asyncpg.Pool, grace_seconds: float, limit: int = 100) -> list[tuple[str, str, str]]:
     """Runs that need a process and have none: (run_id, thread_id, status). A run just queued has
     no lease for a moment, until the process that queued it claims it: it is an orphan only once

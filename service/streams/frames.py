@@ -113,7 +113,16 @@ class FrameView:
             return run_id == self.run_id
         message_id = getattr(e, "message_id", None)
         if message_id is not None:
-            return (self.messages.get(message_id) or {}).get("run_id") == self.run_id
+            message = self.messages.get(message_id)
+            if message is not None:
+                return message.get("run_id") == self.run_id
+            # A message deleted before this view saw it created is gone from the read model, so
+            # it cannot be seeded: the partial reply of a turn redone after a crash, whose deletion
+            # a client resuming after it must still be told. Its step (seeded: the same commit
+            # ends it) still names it.
+            return any(s.get("run_id") == self.run_id and
+                       ((s.get("step_details") or {}).get("message_creation") or {}).get("message_id") == message_id
+                       for s in self.steps.values())
         return False
 
     def _named(self, e: Event) -> list[tuple[str, Any]]:
