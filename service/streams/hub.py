@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from typing import Callable
 
 import asyncpg
 import structlog
@@ -141,22 +142,31 @@ class StreamHub:
             if tag != PROCESS_TAG:
                 self.poke(None if streams == "*" else streams.split(","))
 
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(database_url)
-                await conn.add_listener(CHANNEL, on_notify)
-                self.poke(None)      # whatever happened while we were not listening
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _c: closed.set())
-                await closed.wait()
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except Exception:  # noqa: BLE001 - keep trying; subscribers also re-read the log on their own
-                log.warning("listen_failed", exc_info=True)
-            await asyncio.sleep(1.0)
+        # Whatever happened while we were not listening: every subscriber reads the log.
+        await listen_forever(database_url, {CHANNEL: on_notify}, lambda: self.poke(None))
+
+
+async def listen_forever(database_url: str, listeners: dict[str, Callable[..., None]],
+                         on_connected: Callable[[], None]) -> None:
+    """LISTEN on the channels with one connection, reopened (and `on_connected` called again)
+    after a database outage, until cancelled. NOTIFY only wakes: readers still poll on their own."""
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(database_url)
+            for channel, callback in listeners.items():
+                await conn.add_listener(channel, callback)
+            on_connected()
+            closed = asyncio.Event()
+            conn.add_termination_listener(lambda _c: closed.set())
+            await closed.wait()
+        except asyncio.CancelledError:
+            if conn is not None:
+                await conn.close()
+            raise
+        except Exception:  # noqa: BLE001 - keep trying
+            log.warning("listen_failed", channels=list(listeners), exc_info=True)
+        await asyncio.sleep(1.0)
 
 
 def notify_payload(streams: list[str]) -> str:

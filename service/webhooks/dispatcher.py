@@ -36,7 +36,7 @@ import structlog
 from events.store import EventStore
 from service.config import Config
 from service.ids import new_id
-from service.streams.hub import CHANNEL as APPENDED
+from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
 from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
 from service.webhooks.payloads import PayloadBuilder, matches
@@ -159,25 +159,13 @@ class WebhookDispatcher:
                 worker.drop_thread(ident)
 
     async def _listen(self) -> None:
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.database_url)
-                await conn.add_listener(APPENDED, self._on_append)
-                await conn.add_listener(store.CHANNEL, self._on_change)
-                for worker in self.workers.values():     # what happened while we were not listening
-                    worker.read_wake.set()
-                    worker.reload_wake.set()
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _c: closed.set())
-                await closed.wait()
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except Exception:  # noqa: BLE001 - readers also poll on their own
-                log.warning("webhook_listen_failed", exc_info=True)
-            await asyncio.sleep(1.0)
+        def caught_up() -> None:          # whatever happened while we were not listening
+            for worker in self.workers.values():
+                worker.read_wake.set()
+                worker.reload_wake.set()
+
+        await listen_forever(self.database_url, {APPENDED: self._on_append, store.CHANNEL: self._on_change},
+                             caught_up)
 
     # -- sending -------------------------------------------------------------------------------
 
