@@ -137,6 +137,18 @@ async def test_provider_failures_end_the_run_failed_with_last_error(api, fake, r
     await api.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "unlocked"})
 
 
+@pytest.mark.parametrize("status", [401, 400])
+async def test_a_provider_quoting_its_key_does_not_show_it_in_last_error(api, fake, status):
+    """The run's last_error is read by every user of the project and stays in the log: the
+    operator's provider key must not reach it, even when the provider echoes it back."""
+    fake.script(error_reply(status, "Incorrect API key provided: sk-fake-provider-key (Bearer sk-fake-provider-key)"))
+    thread_id, run = await run_on_thread(api, [{"role": "user", "content": "hi"}])
+    assert run["status"] == "failed" and "Incorrect API key provided" in run["last_error"]["message"]
+    assert "sk-fake-provider-key" not in json.dumps(run)
+    events = (await api.ok("GET", f"/threads/{thread_id}/events"))["data"]
+    assert "sk-fake-provider-key" not in json.dumps(events)
+
+
 async def test_completion_budget_reached_ends_incomplete_with_the_partial_reply(api, fake):
     fake.script(text_reply("cut", " short", finish_reason="length"))
     thread_id, run = await run_on_thread(api, [{"role": "user", "content": "long story"}], max_completion_tokens=256)

@@ -27,6 +27,7 @@ from service.models.base import (
 )
 from service.models.builtin import new_call_id
 from service.models.tokens import count_text, count_tools
+from service.observability import Redactor
 
 log = structlog.get_logger("threadline.models")
 
@@ -136,7 +137,7 @@ class OpenAICompatProvider:
             async with asyncio.timeout(self.timeouts.connect + self.timeouts.read):
                 response = await self.client.chat.completions.create(**body)
         except Exception as error:
-            raise _classify(error) from error
+            raise self._without_secrets(_classify(error)) from error
         try:
             reader = _StreamReader(self.encoding, request)
             while True:
@@ -147,7 +148,7 @@ class OpenAICompatProvider:
                 except StopAsyncIteration:
                     break
                 except Exception as error:
-                    raise _classify(error) from error
+                    raise self._without_secrets(_classify(error)) from error
                 for piece in pieces:
                     yield piece
             for piece in reader.finish():
@@ -156,7 +157,22 @@ class OpenAICompatProvider:
             await response.close()
 
 
+    def _without_secrets(self, failure: Exception) -> Exception:
+        """A provider may quote the key it was sent in its error message, which becomes the run's
+        `last_error` — read by every user of the project, and kept in the log for good. The
+        operator's key (and anything shaped like a secret) comes out first."""
+        error = failure.error if isinstance(failure, _Retryable) else failure
+        if isinstance(error, ModelError):
+            key = self.client.api_key or ""
+            message = error.message.replace(key, "[redacted]") if len(key) >= 8 else error.message
+            error.message = _SECRETS(message)
+            error.args = (error.message,)
+        return failure
+
+
 # --- failures ------------------------------------------------------------------------------------
+
+_SECRETS = Redactor()          # secret shapes (bearer tokens, Threadline keys, passwords in URLs)
 
 class _Retryable(Exception):
     """A failure worth another try, and the ModelError it becomes when there is none."""
