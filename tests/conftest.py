@@ -160,6 +160,20 @@ def client(app_client, project):
     return Client(app_client, project[1])
 
 
+async def until(check, what: str = "condition", timeout: float = 15.0, interval: float = 0.02):
+    """Poll `check` (a function, or a coroutine function) until it returns something truthy, and
+    return that; fail after `timeout` seconds. Tests wait on state this way, never by sleeping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what} ({timeout} s)"
+        await asyncio.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

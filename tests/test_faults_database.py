@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import ServiceProcess, fresh_database, new_key
+from conftest import ServiceProcess, fresh_database, new_key, until
 from faults import (
     Api, check_no_leases, check_threads, delta_text, follow_resuming, script_model, start_assistant_and_thread,
 )
@@ -165,7 +165,7 @@ async def test_postgres_stopped_for_10_s_under_load(stoppable, tmp_path):
                     await asyncio.sleep(0.02)       # pacing of a client, not a wait for state
 
             clients = [asyncio.create_task(load(c)) for c in range(8)]
-            await until(lambda: len(acked) >= 20, "load under way")
+            await until(lambda: len(acked) >= 20, "load under way", timeout=20)
             stopping = time.monotonic()
             await asyncio.to_thread(pg.stop)
             stopped = time.monotonic()
@@ -228,10 +228,3 @@ async def test_postgres_stopped_for_10_s_under_load(stoppable, tmp_path):
     finally:
         service.stop()
     assert service.proc.returncode == 0, Path(service.log.name).read_text()[-3000:]
-
-
-async def until(predicate, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not reached in {timeout} s"
-        await asyncio.sleep(0.02)

@@ -14,7 +14,7 @@ import json
 import aiohttp
 import pytest
 
-from conftest import ServiceProcess, new_key
+from conftest import ServiceProcess, new_key, until
 from faults import (
     NOT_FOR_SDKS, Api, SseReader, check_no_leases, check_threads, delta_text, script_model,
     start_assistant_and_thread,
@@ -46,13 +46,6 @@ def kill_9(process: ServiceProcess) -> None:
     process.proc.wait(10)
 
 
-async def until_true(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: not reached in {timeout} s"
-        await asyncio.sleep(0.005)
-
-
 async def test_kill_9_during_appends_under_load(own_database, processes):
     _, pool = own_database
     key = await new_key(pool, "kill-appends")
@@ -76,8 +69,8 @@ async def test_kill_9_during_appends_under_load(own_database, processes):
                 acked[rid] = (thread_id, body["id"])
 
         clients = [asyncio.create_task(client(c)) for c in range(CLIENTS)]
-        await until_true(lambda: len(acked) >= ACKED_BEFORE_KILL or any(t.done() for t in clients),
-                         what="appends under way")
+        await until(lambda: len(acked) >= ACKED_BEFORE_KILL or any(t.done() for t in clients),
+                         what="appends under way", timeout=30, interval=0.005)
         kill_9(first)
         await asyncio.gather(*clients)
         unknown = set(attempted) - set(acked)
@@ -119,8 +112,8 @@ async def test_kill_9_during_a_streaming_run(own_database, processes, tmp_path):
         sdk_stream = await http.post(f"{first.url}/v1/threads/{thread_id}/runs", headers=api.headers(),
                                      json={"assistant_id": assistant_id, "stream": True})
         streaming = asyncio.create_task(sdk.read(sdk_stream))
-        await until_true(lambda: sum(f.event == "thread.message.delta" for f in sdk.frames) >= 2,
-                         what="the reply streaming")
+        await until(lambda: sum(f.event == "thread.message.delta" for f in sdk.frames) >= 2,
+                         what="the reply streaming", timeout=30, interval=0.005)
         kill_9(first)
         await asyncio.gather(following, streaming)
         assert sdk.cut and follower.cut and not sdk.done

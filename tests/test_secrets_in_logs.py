@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import secrets
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import ServiceProcess, fresh_database, new_key
+from conftest import ServiceProcess, fresh_database, new_key, until
 from fake_openai import FakeOpenAI, error_reply, text_reply
 from service import database
 from service.observability import Redactor, RedactingFormatter, configured_secrets
@@ -44,15 +43,6 @@ def encodings(secret: str) -> set[str]:
 
 def leaks(log: str, named: dict[str, str]) -> list[str]:
     return [f"{name}: {form!r}" for name, secret in named.items() for form in encodings(secret) if form in log]
-
-
-async def until(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Hook:
@@ -150,7 +140,7 @@ async def test_no_secret_reaches_the_log(server_url, tmp_path):
                 async def ended(run_id=run["id"]):
                     r = await call("GET", f"/threads/{thread}/runs/{run_id}")
                     return r if r["status"] in TERMINAL else None
-                statuses.append((await until(ended, what="the run to end"))["status"])
+                statuses.append((await until(ended, what="the run to end", timeout=30))["status"])
             assert statuses == ["completed", "failed", "failed"], statuses
             sent = {r.headers.get("Authorization") for r in fake.requests}
             assert f"Bearer {provider_key}" in sent and f"Bearer {table_key}" in sent, sent
@@ -158,7 +148,7 @@ async def test_no_secret_reaches_the_log(server_url, tmp_path):
             async def failed_deliveries():
                 page = await call("GET", f"/webhooks/{created['id']}/deliveries")
                 return hook.hits >= 3 and any(d["attempt_count"] >= 2 for d in page["data"])
-            await until(failed_deliveries, what="failed deliveries to be retried")
+            await until(failed_deliveries, what="failed deliveries to be retried", timeout=30)
     finally:
         await asyncio.to_thread(proc.stop)
         await fake.close()

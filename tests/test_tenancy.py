@@ -3,10 +3,8 @@ on every endpoint and under every mount prefix, and A's objects are unchanged af
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -14,7 +12,7 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import Client, new_key, test_config as make_config
+from conftest import Client, new_key, test_config as make_config, until
 from footprint import footprint
 from service.api.requests import (
     CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
@@ -263,15 +261,6 @@ class Receiver:
         return web.Response(status=200)
 
 
-async def _until(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def _objects(c: Client, receiver: Receiver, secret: str) -> dict:
     """One object of every kind, a finished run with its steps, and a webhook delivery."""
     hook = await c.ok("POST", "/webhooks", {"url": f"http://127.0.0.1:{receiver.server.port}/{secret}",
@@ -287,13 +276,13 @@ async def _objects(c: Client, receiver: Receiver, secret: str) -> dict:
     async def finished():
         r = await c.ok("GET", f"/threads/{thread}/runs/{run}")
         return r["status"] in ("completed", "failed", "cancelled", "expired", "incomplete") and r
-    assert (await _until(finished, "the run to end"))["status"] == "completed"
+    assert (await until(finished, "the run to end", timeout=20))["status"] == "completed"
     step = (await c.ok("GET", f"/threads/{thread}/runs/{run}/steps"))["data"][0]["id"]
 
     async def delivered():
         page = await c.ok("GET", f"/webhooks/{hook['id']}/deliveries")
         return page["data"] and page["data"][0]["status"] == "delivered" and page["data"][0]
-    delivery = (await _until(delivered, "the webhook delivery"))["id"]
+    delivery = (await until(delivered, "the webhook delivery", timeout=20))["id"]
     return {"assistant_id": asst, "thread_id": thread, "message_id": msg, "run_id": run, "step_id": step,
             "file_id": file, "webhook_id": hook["id"], "delivery_id": delivery}
 

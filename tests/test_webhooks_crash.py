@@ -13,8 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook as StandardWebhook
 
-from conftest import ServiceProcess, new_key
-from test_webhooks import until
+from conftest import ServiceProcess, new_key, until
 
 ENV = {"THREADLINE_WEBHOOK_ALLOW_HTTP": "1", "THREADLINE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
        "THREADLINE_RUN_LEASE_SECONDS": "2", "THREADLINE_RUN_SWEEP_SECONDS": "0.2"}
