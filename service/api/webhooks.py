@@ -10,7 +10,7 @@ from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import CreateWebhookRequest, UpdateWebhookRequest
 from service.ids import new_id, now
 from service.webhooks import store
-from service.webhooks.addresses import AddressPolicy, AddressRefused
+from service.webhooks.addresses import AddressRefused
 from service.webhooks.payloads import valid_pattern
 from service.webhooks.signing import new_secret
 
@@ -51,13 +51,8 @@ class WebhookDelivery(msgspec.Struct):
     object: str = "webhook.delivery"
 
 
-def _policy(request: web.Request) -> AddressPolicy:
-    config = services(request).config
-    return AddressPolicy.parse(config.webhook_allow_http, config.webhook_allow_networks)
-
-
 async def _checked_url(request: web.Request, url: str) -> str:
-    policy = _policy(request)
+    policy = services(request).webhooks.policy      # the rules the deliveries themselves follow
     try:
         _, host = policy.check_url(url)
         await policy.check_resolves(host)
