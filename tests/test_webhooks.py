@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,7 +16,10 @@ from standardwebhooks import Webhook as StandardWebhook
 
 from service.app import create_app
 from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
-from conftest import Client, new_key, test_config as make_config
+from service.webhooks.dispatcher import WebhookDispatcher
+from service.webhooks.signing import new_secret
+from service.webhooks.store import Delivery, Subscription
+from conftest import Client, free_port, new_key, test_config as make_config, until
 
 LOOPBACK = "127.0.0.0/8,::1/128"
 
@@ -50,19 +54,6 @@ class Receiver:
 
     def events(self, path: str) -> list[dict]:
         return [json.loads(b) for p, _, b in self.got if p == path]
-
-
-async def until(check, timeout: float = 15.0, what: str = "condition"):
-    """Poll `check` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +172,8 @@ async def test_run_and_message_events_arrive_signed_with_the_objects(hc, receive
     assert got[0]["data"]["object"] == "thread.run" and got[0]["data"]["usage"] is not None
     messages = await until(lambda: len([e for e in receiver.events("/signed")
                                         if e["type"] == "thread.message.completed"]) >= 2 and
-                           [e for e in receiver.events("/signed") if e["type"] == "thread.message.completed"])
+                           [e for e in receiver.events("/signed") if e["type"] == "thread.message.completed"],
+                           what="both messages completed")
     assert [m["data"]["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["data"]["content"][0]["text"]["value"] == "sign this"
     assert {e["type"] for e in receiver.events("/signed")} == {"thread.run.completed", "thread.message.completed"}
@@ -326,6 +318,26 @@ async def test_erasing_a_thread_takes_its_content_out_of_deliveries(hc, receiver
     message_delivery = next(d for d in page["data"] if d["event_type"] == "thread.message.created")
     status, body = await hc.call("POST", f"/webhooks/{hook['id']}/deliveries/{message_delivery['id']}/retry")
     assert status == 400 and body["error"]["code"] == "delivery_erased"
+
+
+async def test_an_endpoint_that_does_not_answer_in_time_is_a_failed_attempt(receiver):
+    """The response timeout bounds an attempt; what the receiver is doing meanwhile does not matter."""
+    receiver.delay["/hang"] = 5.0
+    config = make_config(webhook_allow_http=True, webhook_allow_networks=LOOPBACK, webhook_timeout_seconds=0.3)
+    dispatcher = WebhookDispatcher(None, None, "", config)
+    dispatcher.session = dispatcher.new_session()
+    sub = Subscription("wh_timeout", "p", receiver.url("/hang"), ("*",), (new_secret(),))
+    try:
+        started = time.monotonic()
+        status, error, ms = await dispatcher.send(sub, Delivery("whd_t", "evt_1_0", "thread.created", "t", 8, b"{}"))
+        took = time.monotonic() - started
+        _, closed_error, _ = await dispatcher.send(
+            msgspec.structs.replace(sub, url=f"http://127.0.0.1:{free_port()}/nobody"),
+            Delivery("whd_u", "evt_2_0", "thread.created", "t", 16, b"{}"))
+    finally:
+        await dispatcher.session.close()
+    assert status is None and error == "timed out" and 250 <= ms and took < 2.0
+    assert closed_error is not None and "Connect" in closed_error     # nothing listening: a failed attempt too
 
 
 # -- where webhooks may go (pure and resolver) ---------------------------------------------------

@@ -26,7 +26,6 @@ import random
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
@@ -38,6 +37,7 @@ from service.config import Config
 from service.ids import new_id
 from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
+from service.webhooks.store import Delivery
 from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
 from service.webhooks.payloads import PayloadBuilder, matches
 from service.webhooks.retry import RetryPolicy, next_attempt_at
@@ -50,20 +50,6 @@ READ_PAGE = 500
 CHECKPOINT_EVERY = 1.0      # seconds: how often a checkpoint that recorded nothing is still saved
 FLUSH_WINDOW = 0.02         # seconds attempts gather before they are written together
 PURGE_EVERY = 3600.0
-
-
-@dataclass(slots=True)
-class Delivery:
-    id: str
-    event_id: str
-    event_type: str
-    thread_id: str
-    seq: int
-    body: bytes
-    attempt_count: int = 0
-    failures: int = 0                    # since the current retry window began
-    first_attempt_at: float | None = None
-    next_attempt_at: float = 0.0
 
 
 async def _wait(event: asyncio.Event, timeout: float | None) -> None:
@@ -89,12 +75,17 @@ class WebhookDispatcher:
         self._tasks: list[asyncio.Task] = []
         self._purged_at = 0.0
 
-    def start(self) -> None:
-        self.session = aiohttp.ClientSession(
+    def new_session(self) -> aiohttp.ClientSession:
+        """The HTTP client deliveries go out with: refused addresses dropped at connect time, the
+        configured timeouts, no proxies from the environment."""
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, resolver=GuardedResolver(self.policy), ttl_dns_cache=10),
             timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_seconds,
                                           sock_connect=self.config.webhook_connect_timeout_seconds),
             auto_decompress=False, trust_env=False)
+
+    def start(self) -> None:
+        self.session = self.new_session()
         self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._listen())]
 
     async def close(self) -> None:
@@ -335,11 +326,9 @@ class Worker:
     async def _reload(self) -> None:
         """Deliveries waiting in the table that this worker does not hold: after a restart, a
         takeover, or a delivery sent again through the API."""
-        for row in await store.pending(self.d.db, self.sub.id):
-            if row.id not in self.known:
-                self._enqueue(Delivery(row.id, row.event_id, row.event_type, row.thread_id, row.seq, row.body,
-                                       row.attempt_count, row.attempt_count if row.first_attempt_at else 0,
-                                       row.first_attempt_at, row.next_attempt_at))
+        for delivery in await store.pending(self.d.db, self.sub.id):
+            if delivery.id not in self.known:
+                self._enqueue(delivery)
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ here; the dispatcher claims subscriptions, moves checkpoints and records attempt
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import msgspec
@@ -191,25 +192,30 @@ async def advance(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpo
         raise LeaseLost(webhook_id)
 
 
-class PendingRow(msgspec.Struct, frozen=True):
+@dataclass(slots=True)
+class Delivery:
+    """A delivery waiting to be sent, as a worker holds it (mutable: attempts update it)."""
     id: str
     event_id: str
     event_type: str
     thread_id: str
     seq: int
     body: bytes
-    attempt_count: int
-    first_attempt_at: float | None
-    next_attempt_at: float
+    attempt_count: int = 0
+    failures: int = 0                    # since the current retry window began
+    first_attempt_at: float | None = None
+    next_attempt_at: float = 0.0
 
 
-async def pending(db, webhook_id: str) -> list[PendingRow]:
+async def pending(db, webhook_id: str) -> list[Delivery]:
     rows = await db.fetch(
         """SELECT id, event_id, event_type, thread_id, seq, payload, attempt_count, first_attempt_at,
                   next_attempt_at
            FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'pending' AND payload IS NOT NULL
            ORDER BY seq""", webhook_id)
-    return [PendingRow(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], r[8]) for r in rows]
+    # Failures in the current window: all attempts, unless a retry through the API opened a new one.
+    return [Delivery(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[6] if r[7] else 0, r[7], r[8])
+            for r in rows]
 
 
 class Outcome(msgspec.Struct, frozen=True):
