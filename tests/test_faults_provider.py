@@ -134,8 +134,6 @@ async def test_a_provider_that_never_stops_is_cut_off_when_the_run_expires(fake,
         await http.close()
 
 
-@pytest.mark.xfail(strict=True, reason="ExpireRun ends the open reply with content=None, and the reply's row "
-                   "only gets its text on completion: see the report on issue 7 (service/domain/run.py)")
 async def test_an_expired_runs_reply_keeps_the_text_it_streamed(fake, database_url, project, tmp_path, monkeypatch):
     http, thread_id, run = await endless_run(fake, database_url, project, tmp_path, monkeypatch)
     api = Client(http, project[1])

@@ -204,6 +204,11 @@ class TestExpiry:
         assert types(events) == ["MessageIncomplete", "RunStepEnded", "RunExpired"]
         assert events[0].reason == "run_expired"
 
+    def test_a_reply_in_progress_keeps_the_text_it_streamed(self, writing):
+        text = [TextPart(TextValue("half an ans"))]
+        _, events = step(writing, runs.ExpireRun(R, 1001, content=text))
+        assert events[0].content == text
+
 
 class TestRecovery:
     def test_an_interrupted_turn_is_redone_without_its_partial_reply(self, writing):

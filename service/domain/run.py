@@ -116,6 +116,7 @@ class FinishRun(msgspec.Struct, frozen=True):
 class ExpireRun(msgspec.Struct, frozen=True):
     run_id: str
     at: int
+    content: list[ContentPart] | None = None    # what the open reply holds, if one is open
 
 
 class RequeueRun(msgspec.Struct, frozen=True):
@@ -261,10 +262,10 @@ def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
             return [*events, RunCompleted(run_id=active.run_id, completed_at=at, usage=usage)]
         case FinishRun():
             return []
-        case ExpireRun(at=at):
+        case ExpireRun(at=at, content=content):
             if at < active.expires_at:
                 return []
-            return [*_ending(active, "expired", at), RunExpired(run_id=active.run_id, expired_at=at)]
+            return [*_ending(active, "expired", at, content=content), RunExpired(run_id=active.run_id, expired_at=at)]
         case RequeueRun(at=at, reason=reason):
             if active.status == "cancelling":
                 return _cancelled(active, at)

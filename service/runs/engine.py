@@ -47,12 +47,15 @@ class RunEngine:
         self._threads[run_id] = thread_id
         self._tasks[run_id] = asyncio.create_task(self._execute(thread_id, run_id), name=f"run:{run_id}")
 
-    def interrupt(self, run_id: str, reason: str) -> None:
-        """Stop executing a run (cancelled, expired, shutting down); its execution ends it properly."""
+    def interrupt(self, run_id: str, reason: str) -> bool:
+        """Stop executing a run (cancelled, expired, shutting down); its execution ends it properly.
+        False when this process is not executing it."""
         task = self._tasks.get(run_id)
-        if task is not None and not task.done():
-            self._interrupts[run_id] = reason
-            task.cancel()
+        if task is None or task.done():
+            return False
+        self._interrupts[run_id] = reason
+        task.cancel()
+        return True
 
     async def _execute(self, thread_id: str, run_id: str) -> None:
         db = self.deps.db
@@ -66,6 +69,8 @@ class RunEngine:
                 reason = self._interrupts.pop(run_id, "shutdown")
                 if reason == "shutdown":
                     await execution.finish(runs.RequeueRun(run_id, now(), "the service shut down"))
+                elif reason == "expired":     # only this process knows the text streamed so far
+                    await execution.finish(runs.ExpireRun(run_id, now(), content=execution.partial_content()))
                 else:   # cancelled or expired: the domain turns this into the right ending
                     await execution.finish(runs.FinishRun(run_id, now(), "failed", execution.total_usage(),
                                                           content=execution.partial_content()))
@@ -85,9 +90,9 @@ class RunEngine:
         while True:
             await asyncio.sleep(self.deps.config.run_sweep_seconds)
             try:
-                for run_id, thread_id in await leases.expired_runs(self.deps.db, now()):
-                    await self.deps.actors.ask(thread_id, runs.ExpireRun(run_id, now()), META)
-                    self.interrupt(run_id, "expired")
+                for run_id, thread_id in await leases.expired_runs(self.deps.db, now(), self.owner):
+                    if not self.interrupt(run_id, "expired"):
+                        await self.deps.actors.ask(thread_id, runs.ExpireRun(run_id, now()), META)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a database outage must not end the sweeper

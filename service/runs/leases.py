@@ -59,9 +59,13 @@ async def orphans(db: asyncpg.Pool, grace_seconds: float, limit: int = 100) -> l
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-async def expired_runs(db: asyncpg.Pool, at: int, limit: int = 100) -> list[tuple[str, str]]:
+async def expired_runs(db: asyncpg.Pool, at: int, owner: str, limit: int = 100) -> list[tuple[str, str]]:
+    """Active runs past expires_at that this process should end: its own, and those nobody holds.
+    A run another live process executes is left to that process, which holds the reply's text."""
     rows = await db.fetch(
-        """SELECT id, thread_id FROM runs
-           WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= $1
-           ORDER BY expires_at LIMIT $2""", at, limit)
+        """SELECT r.id, r.thread_id FROM runs r
+           LEFT JOIN run_leases l ON l.run_id = r.id
+           WHERE r.status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND r.expires_at <= $1
+             AND (l.run_id IS NULL OR l.owner = $3 OR l.expires_at < now())
+           ORDER BY r.expires_at LIMIT $2""", at, limit, owner)
     return [(r[0], r[1]) for r in rows]
