@@ -1,7 +1,7 @@
 """Where webhooks may be sent (SSRF protection): HTTPS to public addresses, unless configured.
 
 A URL is checked when a subscription is created or changed, and every connection is checked
-again when it is made (a resolver that drops refused addresses), so a DNS name that later
+again when it is made (`allowed_addresses`), so a DNS name that later
 resolves to an internal address — DNS rebinding — gets nowhere.
 """
 
@@ -13,8 +13,6 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -68,12 +66,11 @@ class AddressPolicy:
         """Every address the host resolves to now must be allowed."""
         if _literal(host) is not None:
             return
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            found = await _resolve(host, None)
         except OSError:
             raise AddressRefused(f"has a host name that does not resolve ({host})") from None
-        refused = sorted({i[4][0] for i in infos if not self.address_allowed(ipaddress.ip_address(i[4][0]))})
+        refused = sorted(a for a in found if not self.address_allowed(ipaddress.ip_address(a)))
         if refused:
             raise AddressRefused(f"resolves to a refused address ({refused[0]}): loopback, private, link-local "
                                  "and metadata addresses are not allowed")
@@ -86,20 +83,21 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, minus the addresses the policy refuses (checked at connect time)."""
+async def allowed_addresses(policy: AddressPolicy, host: str, port: int) -> list[str]:
+    """What `host` resolves to now, minus the addresses the policy refuses: called on every new
+    connection, so a name that resolves to an internal address later (DNS rebinding) gets nowhere."""
+    literal = _literal(host)
+    found = [str(literal)] if literal is not None else await _resolve(host, port)
+    allowed = [a for a in found if policy.address_allowed(ipaddress.ip_address(a))]
+    if not allowed:
+        raise AddressRefused(f"resolves only to refused addresses ({host}): loopback, private, link-local "
+                             "and metadata addresses are not allowed")
+    return allowed
 
-    def __init__(self, policy: AddressPolicy):
-        self._policy = policy
-        self._inner = ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if self._policy.address_allowed(ipaddress.ip_address(r["host"]))]
-        if not allowed:
-            raise OSError(f"{host} resolves only to refused addresses")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
+async def _resolve(host: str, port: int | None) -> list[str]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise OSError(f"{host} does not resolve ({exc.strerror or exc})") from None
+    return list(dict.fromkeys(str(i[4][0]) for i in infos))

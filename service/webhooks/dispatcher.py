@@ -11,9 +11,11 @@ its process died; another takes over) and runs a worker for each one it holds:
 - attempts are written in batches; a process killed before writing them sends those deliveries
   again, with the same `webhook-id`, which is what at-least-once means.
 
-Workers share nothing but the payload cache, so a slow or failing endpoint only ever holds up its
-own subscription. NOTIFY wakes readers (appends) and workers (subscription changes); the log and
-the tables decide what is sent.
+Workers share reads of the log (`page`: the subscriptions of a process mostly stand at the same
+checkpoint, so one read, decrypt and payload build serves them all) and the HTTP client's kept-alive
+connections; nothing they share waits on an endpoint, so a slow or failing one only ever holds up
+its own subscription. NOTIFY wakes readers (appends) and workers (subscription changes); the log
+and the tables decide what is sent.
 """
 
 from __future__ import annotations
@@ -26,30 +28,41 @@ import random
 import socket
 import time
 from collections import deque
+from typing import NamedTuple
 
-import aiohttp
 import asyncpg
 import msgspec
 import structlog
 
-from events.store import EventStore
+from events.store import Checkpoint, EventStore, RecordedEvent
 from service.config import Config
 from service.ids import new_id
 from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
 from service.webhooks.store import Delivery
-from service.webhooks.addresses import AddressPolicy, AddressRefused, GuardedResolver
-from service.webhooks.payloads import PayloadBuilder, matches
+from service.webhooks.addresses import AddressPolicy, AddressRefused
+from service.webhooks.http import WebhookClient
+from service.webhooks.payloads import Outgoing, PayloadBuilder, matches
 from service.webhooks.retry import RetryPolicy, next_attempt_at
 from service.webhooks.signing import signature_header
 
 log = structlog.get_logger("threadline.webhooks")
 
-USER_AGENT = "Threadline-Webhooks/1"
+USER_AGENT = b"Threadline-Webhooks/1"
 READ_PAGE = 500
 CHECKPOINT_EVERY = 1.0      # seconds: how often a checkpoint that recorded nothing is still saved
 FLUSH_WINDOW = 0.02         # seconds attempts gather before they are written together
 PURGE_EVERY = 3600.0
+
+
+class Page(NamedTuple):
+    """A read of the log: its events, where it ends, each stream's project, and the webhook events
+    built for the projects `served` when it was read."""
+    events: list[RecordedEvent]
+    after: Checkpoint
+    projects: dict[str, str | None]
+    served: frozenset[str]
+    built: dict[int, list[Outgoing]]
 
 
 async def _wait(event: asyncio.Event, timeout: float | None) -> None:
@@ -70,22 +83,20 @@ class WebhookDispatcher:
         self.builder = PayloadBuilder(db)
         self.workers: dict[str, Worker] = {}
         self.notified_xid = 0            # the newest append we were told of: readers must get past it
-        self.session: aiohttp.ClientSession | None = None
+        self.client: WebhookClient | None = None
+        self._pages: dict[tuple[int, int], asyncio.Future[Page]] = {}
         self._sweep_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._purged_at = 0.0
 
-    def new_session(self) -> aiohttp.ClientSession:
+    def new_client(self) -> WebhookClient:
         """The HTTP client deliveries go out with: refused addresses dropped at connect time, the
         configured timeouts, no proxies from the environment."""
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, resolver=GuardedResolver(self.policy), ttl_dns_cache=10),
-            timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_seconds,
-                                          sock_connect=self.config.webhook_connect_timeout_seconds),
-            auto_decompress=False, trust_env=False)
+        return WebhookClient(self.policy, self.config.webhook_timeout_seconds,
+                             self.config.webhook_connect_timeout_seconds)
 
     def start(self) -> None:
-        self.session = self.new_session()
+        self.client = self.new_client()
         self._tasks = [asyncio.create_task(self._sweep_loop()), asyncio.create_task(self._listen())]
 
     async def close(self) -> None:
@@ -98,8 +109,8 @@ class WebhookDispatcher:
             await store.release(self.db, self.owner, [w.sub.id for w in workers])
         except Exception:  # noqa: BLE001 - the leases lapse by themselves
             log.warning("webhook_release_failed", exc_info=True)
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
 
     # -- which subscriptions this process delivers for --------------------------------------------
 
@@ -114,6 +125,8 @@ class WebhookDispatcher:
             # Leases are renewed every third of their time; a change to any subscription (NOTIFY)
             # sweeps at once, so a new or re-enabled webhook starts without waiting.
             await _wait(self._sweep_now, self.config.run_lease_seconds / 3)
+            if self.client is not None:
+                self.client.prune()
 
     async def _sweep(self) -> None:
         held = {s.id: s for s in await store.claim(self.db, self.owner, self.config.run_lease_seconds)}
@@ -136,6 +149,7 @@ class WebhookDispatcher:
         xid = payload.rpartition("|")[2]
         if xid.isdigit():
             self.notified_xid = max(self.notified_xid, int(xid))
+        self._pages.clear()       # a read from now on may show more
         for worker in self.workers.values():
             worker.read_wake.set()
 
@@ -158,28 +172,48 @@ class WebhookDispatcher:
         await listen_forever(self.database_url, {APPENDED: self._on_append, store.CHANNEL: self._on_change},
                              caught_up)
 
+    # -- reading the log, once for every worker ---------------------------------------------------
+
+    async def page(self, after: Checkpoint) -> Page:
+        """The log after a checkpoint: one read for every worker that asks for it until the next
+        append is announced (workers wake together, so they mostly stand at the same place)."""
+        key = (after.xid, after.position)
+        page = self._pages.get(key)
+        if page is None or (page.done() and (page.cancelled() or page.exception() is not None)):
+            page = self._pages[key] = asyncio.ensure_future(self._read_page(after))
+            while len(self._pages) > 64:
+                del self._pages[next(iter(self._pages))]
+        return await asyncio.shield(page)
+
+    async def _read_page(self, after: Checkpoint) -> Page:
+        events, end = await self.events.read_all(after, READ_PAGE)
+        if not events:
+            return Page(events, end, {}, frozenset(), {})
+        projects = await self.builder.project_of(events)
+        served = frozenset(w.sub.project for w in self.workers.values())
+        built = await self.builder.build([r for r in events if projects.get(r.stream) in served])
+        return Page(events, end, projects, served, built)
+
     # -- sending -------------------------------------------------------------------------------
 
     async def send(self, sub: store.Subscription, d: Delivery) -> tuple[int | None, str | None, float]:
         """One attempt: (HTTP status, error, latency ms). Success is any 2xx; redirects are not followed."""
         timestamp = int(time.time())
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "webhook-id": d.event_id,
-                   "webhook-timestamp": str(timestamp),
-                   "webhook-signature": signature_header(list(sub.secrets), d.event_id, timestamp, d.body)}
+        signature = signature_header(list(sub.secrets), d.event_id, timestamp, d.body)
+        headers = b"Content-Type: application/json\r\nUser-Agent: %s\r\nwebhook-id: %s\r\n" \
+                  b"webhook-timestamp: %d\r\nwebhook-signature: %s\r\n" % (
+                      USER_AGENT, d.event_id.encode(), timestamp, signature.encode())
         started = time.perf_counter()
         status, error = None, None
         try:
-            self.policy.check_url(sub.url)          # an IP literal never reaches the resolver
-            async with self.session.post(sub.url, data=d.body, headers=headers, allow_redirects=False) as resp:
-                status = resp.status
-                await resp.content.read(65_536)     # drained, so the connection can be reused
+            status = await self.client.post(sub.url, headers, d.body)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except AddressRefused as exc:
             error = f"refused: the URL {exc}"
         except TimeoutError:
             error = "timed out"
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:  # noqa: BLE001 - an attempt that fails in any way is a failed attempt
             log.warning("webhook_send_error", webhook_id=sub.id, exc_info=True)
@@ -256,12 +290,12 @@ class Worker:
 
     async def _catch_up(self) -> None:
         while True:
-            events, after = await self.d.events.read_all(self.checkpoint, READ_PAGE)
+            events, after, projects, served, built = await self.d.page(self.checkpoint)
             if not events:
                 return
-            projects = await self.d.builder.project_of(events)
             ours = [r for r in events if projects.get(r.stream) == self.sub.project]
-            built = await self.d.builder.build(ours) if ours else {}
+            if ours and self.sub.project not in served:       # a subscription newer than the read
+                built = await self.d.builder.build(ours)
             now = time.time()
             new = [(new_id("whd_"), o) for r in ours for o in built.get(r.position, [])
                    if matches(self.sub.event_types, o.type)]
