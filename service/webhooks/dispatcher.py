@@ -52,6 +52,8 @@ USER_AGENT = b"Threadline-Webhooks/1"
 READ_PAGE = 500
 CHECKPOINT_EVERY = 1.0      # seconds: how often a checkpoint that recorded nothing is still saved
 FLUSH_WINDOW = 0.02         # seconds attempts gather before they are written together
+READ_GATHER = 0.01          # seconds appends gather after a wake-up: read and recorded together, and the
+                            # workers, woken together, read the log once
 PURGE_EVERY = 3600.0
 
 
@@ -287,6 +289,7 @@ class Worker:
                 continue
             behind_for = 0.0
             await _wait(self.read_wake, self.d.config.run_sweep_seconds)
+            await asyncio.sleep(READ_GATHER)
 
     async def _catch_up(self) -> None:
         while True:
