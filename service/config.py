@@ -48,7 +48,7 @@ class Config:
     webhook_first_retry_seconds: float = 2.0
     webhook_max_retry_delay_seconds: float = 3600.0
     webhook_retry_window_seconds: float = 86_400.0
-    webhook_concurrency: int = 16            # attempts in flight per subscription (one per thread)
+    webhook_concurrency: int = 64            # attempts in flight per subscription (one per thread)
     webhook_delivery_retention_days: float = 30.0
 
     @classmethod
@@ -78,6 +78,6 @@ class Config:
             webhook_first_retry_seconds=_float("THREADLINE_WEBHOOK_FIRST_RETRY_SECONDS", 2.0),
             webhook_max_retry_delay_seconds=_float("THREADLINE_WEBHOOK_MAX_RETRY_DELAY_SECONDS", 3600.0),
             webhook_retry_window_seconds=_float("THREADLINE_WEBHOOK_RETRY_WINDOW_SECONDS", 86_400.0),
-            webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 16),
+            webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 64),
             webhook_delivery_retention_days=_float("THREADLINE_WEBHOOK_DELIVERY_RETENTION_DAYS", 30.0),
         )

@@ -6,11 +6,13 @@ Within one process, ids made in the same millisecond still increase.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 _lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
@@ -26,11 +28,8 @@ def _body() -> str:
             rand = int.from_bytes(os.urandom(9), "big") >> 1   # headroom for increments
         _last_ms, _last_rand = ms, rand
     n = (ms << 72) | (rand & ((1 << 72) - 1))
-    chars = []
-    for _ in range(24):
-        chars.append(_ALPHABET[n & 31])
-        n >>= 5
-    return "".join(reversed(chars))
+    # 120 bits are 24 base32 digits: the standard encoder, its alphabet swapped for Crockford's.
+    return base64.b32encode(n.to_bytes(15, "big")).translate(_CROCKFORD).decode()
 
 
 def new_id(prefix: str) -> str:

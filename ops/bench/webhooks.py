@@ -10,7 +10,7 @@ the same run.
 reuses its `Bench` helpers: server start, quiet-machine wait, CPU accounting, machine facts), with
 THREADLINE_WEBHOOK_ALLOW_HTTP=1 and THREADLINE_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8 so that it may
 deliver to a loopback receiver over http. Everything else is the default configuration (among it
-THREADLINE_WEBHOOK_CONCURRENCY=16: attempts in flight per subscription, one per thread).
+THREADLINE_WEBHOOK_CONCURRENCY=64: attempts in flight per subscription, one per thread).
 
 Processes (each its own, uvloop):
   - receiver: a minimal aiohttp app answering 200 at once to POST /s0 … /s9 (one path per
@@ -37,8 +37,8 @@ until every delivery arrived; nothing else runs meanwhile):
       2 × the highest is tried first, so the report says where the limit is.
   (3) Baseline, the receiver's own capacity: a plain aiohttp client process posts bodies and
       headers captured from real deliveries of phase (1) to the same receiver (same paths, so the
-      same signature checks), with the concurrency Threadline may use (10 subscriptions × 16 in
-      flight = 160 connections), closed loop, as fast as it answers: deliveries/s.
+      same signature checks), with the concurrency Threadline may use (10 subscriptions × 64 in
+      flight = 640 connections), closed loop, as fast as it answers: deliveries/s.
 
 Figures, per rate, over the deliveries of messages due inside the measured window:
   - lag = receiver arrival − ack (the driver got the append's 200: the event is committed). The
@@ -83,7 +83,7 @@ SUBSCRIPTIONS = 10
 EVENT_TYPE = "thread.message.created"
 TARGET_RATE = 500             # messages/s
 TARGET_P99_MS = 250.0         # commit → delivery lag, p99
-PER_SUB_CONCURRENCY = 16      # THREADLINE_WEBHOOK_CONCURRENCY default: the baseline's concurrency per path
+PER_SUB_CONCURRENCY = 64      # THREADLINE_WEBHOOK_CONCURRENCY default: the baseline's concurrency per path
 
 
 # ================================================================================================

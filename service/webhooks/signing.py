@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
 import hmac
 import os
 
@@ -17,9 +17,13 @@ def new_secret() -> str:
 
 
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret.removeprefix(PREFIX))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    mac = hmac.digest(_key(secret), b"%s.%d.%s" % (msg_id.encode(), timestamp, body), "sha256")
     return "v1," + base64.b64encode(mac).decode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(PREFIX))
 
 
 def signature_header(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:

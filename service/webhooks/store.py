@@ -239,9 +239,12 @@ async def record(db, outcomes: Sequence[Outcome]) -> None:
     enc = msgspec.json.encode
     await db.execute(
         f"""UPDATE webhook_deliveries d SET status = u.status, attempt_count = u.attempt_count,
-                attempts = (SELECT coalesce(jsonb_agg(e ORDER BY i), '[]') FROM
-                            jsonb_array_elements(d.attempts || u.attempts::jsonb) WITH ORDINALITY a(e, i)
-                            WHERE i > jsonb_array_length(d.attempts || u.attempts::jsonb) - {MAX_KEPT_ATTEMPTS}),
+                attempts = CASE WHEN jsonb_array_length(d.attempts) + jsonb_array_length(u.attempts::jsonb)
+                                     <= {MAX_KEPT_ATTEMPTS} THEN d.attempts || u.attempts::jsonb
+                           ELSE (SELECT jsonb_agg(e ORDER BY i) FROM
+                                 jsonb_array_elements(d.attempts || u.attempts::jsonb) WITH ORDINALITY a(e, i)
+                                 WHERE i > jsonb_array_length(d.attempts || u.attempts::jsonb) - {MAX_KEPT_ATTEMPTS})
+                           END,
                 first_attempt_at = u.first_attempt_at, next_attempt_at = u.next_attempt_at,
                 delivered_at = coalesce(u.delivered_at, d.delivered_at)
             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::float8[])
