@@ -886,6 +886,37 @@ class Bench:
             "|---|---|---|---|---|---|---|---|---|---|---|\n" + kept + report["history"])
 
 
+
+def bench_options(p: argparse.ArgumentParser, *, quiet_timeout: float = 60, attempts: int = 3) -> None:
+    """The options every server benchmark shares: quiet-machine wait, windows measured again,
+    profiling, experiments, and what is kept."""
+    p.add_argument("--quiet-percent", type=float, default=15,
+                   help="before each window wait until other work uses at most this much CPU (default 15%%)")
+    p.add_argument("--quiet-timeout", type=float, default=quiet_timeout,
+                   help=f"how long to wait for that (default {quiet_timeout:g} s)")
+    p.add_argument("--max-other", type=float, default=30,
+                   help="measure a window again when other work plus steal took more than this %% CPU "
+                        "(of one core) during it (default 30)")
+    p.add_argument("--attempts", type=int, default=attempts,
+                   help=f"at most this many windows per phase (default {attempts})")
+    p.add_argument("--profile", type=Path, help="attach py-spy to the Threadline server during each measured "
+                   "window and write raw (collapsed) stacks into this directory; does not update RESULTS.md")
+    p.add_argument("--py-spy-args", default="--full-filenames",
+                   help="py-spy record arguments for --profile (e.g. '--full-filenames --native')")
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"))
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the Threadline server (repeatable), e.g. OTEL_SDK_DISABLED=true; "
+                        "such runs do not update RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata)")
+
+
+def parse_bench_args(p: argparse.ArgumentParser) -> argparse.Namespace:
+    args = p.parse_args()
+    if args.profile:
+        args.profile = args.profile.resolve()
+    return args
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         mode, rest = sys.argv[1], sys.argv[2:]
@@ -900,27 +931,9 @@ def main() -> int:
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leaves CPU to the server)")
     p.add_argument("--raw-pool-size", type=int, default=int(os.environ.get("THREADLINE_DB_POOL_SIZE", "16")),
                    help="pool size for baseline (b) (default: Threadline's pool size, 16)")
-    p.add_argument("--quiet-percent", type=float, default=15,
-                   help="before each phase wait until other work uses at most this much CPU (default 15%%)")
-    p.add_argument("--quiet-timeout", type=float, default=120, help="how long to wait for that (default 120 s)")
-    p.add_argument("--max-other", type=float, default=30,
-                   help="measure a phase again when other work plus steal took more than this %% CPU "
-                        "(of one core) during its window (default 30)")
-    p.add_argument("--attempts", type=int, default=3, help="at most this many windows per phase (default 3)")
-    p.add_argument("--py-spy-args", default="--full-filenames",
-                   help="extra py-spy record arguments for --profile (e.g. '--native')")
     p.add_argument("--loadgen", choices=("wrk", "python"), default="wrk")
-    p.add_argument("--profile", type=Path, help="attach py-spy (must be installed) to the Threadline server "
-                   "during its measured window and write collapsed stacks here; does not update RESULTS.md")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"))
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the Threadline server (repeatable), e.g. OTEL_SDK_DISABLED=true; "
-                        "such runs do not update RESULTS.md")
-    p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata)")
-    args = p.parse_args()
-    if args.profile:
-        args.profile = args.profile.resolve()
+    bench_options(p, quiet_timeout=120)
+    args = parse_bench_args(p)
     return Bench(args).run()
 
 

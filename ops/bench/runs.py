@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import CONTENT, PYTHON, Bench, _install_uvloop, _pct  # noqa: E402
+from appends import CONTENT, Bench, _install_uvloop, _pct, bench_options, parse_bench_args  # noqa: E402
 from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 
 MODEL = "builtin/echo"
@@ -591,23 +590,8 @@ def main() -> int:
                    help=f"messages in the deep thread (default {DEEP_MESSAGES:,})")
     p.add_argument("--poll-ms", type=float, default=2, help="how often the watcher looks for ended runs (default 2)")
     p.add_argument("--timeout", type=float, default=60, help="a run not done after this many seconds is an error")
-    p.add_argument("--quiet-percent", type=float, default=15,
-                   help="before each phase wait until other work uses at most this much CPU (default 15%%)")
-    p.add_argument("--quiet-timeout", type=float, default=60, help="how long to wait for that (default 60 s)")
-    p.add_argument("--max-other", type=float, default=30,
-                   help="measure phase (1) again when other work plus steal took more than this %% CPU "
-                        "(of one core) during its window (default 30)")
-    p.add_argument("--attempts", type=int, default=3, help="at most this many windows for phase (1) (default 3)")
-    p.add_argument("--profile", type=Path, help="attach py-spy to the server during each phase and write raw "
-                   "(collapsed) stacks into this directory; does not update RESULTS.md")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"))
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the Threadline server (repeatable); such runs do not update RESULTS.md")
-    p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata)")
-    args = p.parse_args()
-    if args.profile:
-        args.profile = args.profile.resolve()
+    bench_options(p)
+    args = parse_bench_args(p)
     _install_uvloop()
     return RunsBench(args).run()
 

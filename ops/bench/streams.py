@@ -71,7 +71,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -81,7 +80,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import PYTHON, Bench, _install_uvloop, _pct
+from appends import PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args
 from results import HISTORY, RESULTS, earlier_rows, write_section
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "tired", "owls", "watch", "from", "an", "old", "oak", "tree", "and", "nobody", "says", "anything", "about", "it", "until", "morning", "comes"]
@@ -1248,24 +1247,8 @@ def main() -> int:
     p.add_argument("--capture-runs", type=int, default=3, help="runs per mode; the last one is captured (default 3)")
     p.add_argument("--verify-every", type=int, default=20, help="check the full answer text of 1 stream in N")
     p.add_argument("--timeout", type=float, default=60, help="a stream not done after this many seconds is an error")
-    p.add_argument("--quiet-percent", type=float, default=15,
-                   help="before each window wait until other work uses at most this much CPU (default 15%%)")
-    p.add_argument("--quiet-timeout", type=float, default=60, help="how long to wait for that (default 60 s)")
-    p.add_argument("--max-other", type=float, default=30,
-                   help="measure a window again when other work plus steal took more than this %% CPU (default 30)")
-    p.add_argument("--attempts", type=int, default=2, help="at most this many windows per run phase (default 2)")
-    p.add_argument("--profile", type=Path, help="attach py-spy to the Threadline server during each of its windows "
-                   "and write raw (collapsed) stacks into this directory; does not update RESULTS.md")
-    p.add_argument("--py-spy-args", default="--full-filenames",
-                   help="py-spy record arguments for --profile (e.g. '--full-filenames --native')")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"))
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the Threadline server (repeatable); such runs do not update RESULTS.md")
-    p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata, capture)")
-    args = p.parse_args()
-    if args.profile:
-        args.profile = args.profile.resolve()
+    bench_options(p, attempts=2)
+    args = parse_bench_args(p)
     return StreamsBench(args).run()
 
 

@@ -66,7 +66,6 @@ import asyncio
 import datetime
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -76,7 +75,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import BODY, PYTHON, Bench, _install_uvloop, _pct  # noqa: E402
+from appends import BODY, PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args  # noqa: E402
 from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 
 SUBSCRIPTIONS = 10
@@ -793,23 +792,8 @@ def main() -> int:
     p.add_argument("--baseline-seconds", type=float, default=10, help="measured window of the baseline (default 10)")
     p.add_argument("--drain-timeout", type=float, default=180,
                    help="after a window, wait at most this long for every delivery (default 180 s)")
-    p.add_argument("--quiet-percent", type=float, default=15,
-                   help="before each window wait until other work uses at most this much CPU (default 15%%)")
-    p.add_argument("--quiet-timeout", type=float, default=120, help="how long to wait for that (default 120 s)")
-    p.add_argument("--max-other", type=float, default=30,
-                   help="measure a window again when other work plus steal took more than this %% CPU "
-                        "(of one core) during it (default 30)")
-    p.add_argument("--attempts", type=int, default=3, help="at most this many windows per phase (default 3)")
-    p.add_argument("--profile", type=Path, help="attach py-spy to the server during each measured window and "
-                   "write raw (collapsed) stacks into this directory; does not update RESULTS.md")
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"))
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the Threadline server (repeatable); such runs do not update RESULTS.md")
-    p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata)")
-    args = p.parse_args()
-    if args.profile:
-        args.profile = args.profile.resolve()
+    bench_options(p, quiet_timeout=120)
+    args = parse_bench_args(p)
     return WebhooksBench(args).run()
 
 
