@@ -320,6 +320,54 @@ async def test_erasing_a_thread_takes_its_content_out_of_deliveries(hc, receiver
     assert status == 400 and body["error"]["code"] == "delivery_erased"
 
 
+async def test_a_delivery_waiting_for_its_first_answer_is_listed_as_pending_then_delivered(hc, receiver):
+    """A delivery's row is written with its first attempt; one that waits longer is listed anyway."""
+    receiver.delay["/held"] = 3.0
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/held"), "events": ["thread.message.created"]})
+    thread_id = (await hc.ok("POST", "/threads", {}))["id"]
+    for i in range(2):
+        await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": f"m{i}"})
+    await until(lambda: receiver.events("/held"), what="the first attempt under way")
+
+    async def listed(n: int, status: str):
+        page = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries", params={"order": "asc"})
+        return page["data"] if [d["status"] for d in page["data"]] == [status] * n else None
+    waiting = await until(lambda: listed(2, "pending"), timeout=2.5,
+                          what="both deliveries listed while the first attempt is still unanswered")
+    assert len(receiver.events("/held")) == 1, "the thread's second delivery waits for the first"
+    assert [d["attempt_count"] for d in waiting] == [0, 0] and all(d["attempts"] == [] for d in waiting)
+    done = await until(lambda: listed(2, "delivered"), what="both delivered and recorded")
+    assert [d["id"] for d in done] == [d["id"] for d in waiting], "the rows written early are the ones updated"
+    assert [d["attempt_count"] for d in done] == [1, 1]
+
+
+async def test_erasing_a_thread_whose_deliveries_are_not_written_yet_keeps_its_content_out(
+        hc, receiver, own_database):
+    _, pool = own_database
+    receiver.delay["/erased-early"] = 3.0
+    hook = await hc.ok("POST", "/webhooks", {"url": receiver.url("/erased-early"),
+                                             "events": ["thread.message.created", "thread.erased"]})
+    thread_id = (await hc.ok("POST", "/threads", {}))["id"]
+    for i in range(2):
+        await hc.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": f"diagnosis {i}"})
+    await until(lambda: receiver.events("/erased-early"), what="the first attempt under way")
+    await hc.ok("POST", f"/threads/{thread_id}/erase")
+    await until(lambda: any(e["type"] == "thread.erased" for e in receiver.events("/erased-early")),
+                what="thread.erased, after the attempt in flight")
+    got = receiver.events("/erased-early")
+    assert [e["type"] for e in got] == ["thread.message.created", "thread.erased"], \
+        "the message still waiting when the thread was erased is not sent"
+
+    async def written():
+        rows = await pool.fetch("SELECT event_type, status, payload FROM webhook_deliveries WHERE webhook_id = $1 "
+                                "ORDER BY seq", hook["id"])
+        return rows if len(rows) == 3 and all(r[1] != "pending" for r in rows) else None
+    rows = await until(written, what="every delivery written")
+    assert [(r[0], r[1]) for r in rows] == [("thread.message.created", "delivered"), ("thread.message.created", "dead"),
+                                            ("thread.erased", "delivered")]
+    assert all("diagnosis" not in (r[2] or "") for r in rows)
+
+
 async def test_an_endpoint_that_does_not_answer_in_time_is_a_failed_attempt(receiver):
     """The response timeout bounds an attempt; what the receiver is doing meanwhile does not matter."""
     receiver.delay["/hang"] = 5.0

@@ -123,7 +123,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete a webhook", "Webhooks",
           response=DeletionStatus),
     Route("GET", "/webhooks/{webhook_id}/deliveries", webhooks.list_deliveries,
-          "A webhook's deliveries and their attempts (status: pending, delivered, dead)", "Webhooks",
+          "A webhook's deliveries and their attempts (status: pending, delivered, dead); a delivery is "
+          "listed once attempted, or about a second after its event", "Webhooks",
           response=ListPage, query=(*LIST_PARAMS, "status")),
     Route("GET", "/webhooks/{webhook_id}/deliveries/{delivery_id}", webhooks.get_delivery, "Get a delivery",
           "Webhooks", response=webhooks.WebhookDelivery),

@@ -3,13 +3,15 @@
 One dispatcher per process. It leases enabled subscriptions in Postgres (a lapsed lease means
 its process died; another takes over) and runs a worker for each one it holds:
 
-- the reader reads the log with the gap-safe `read_all` from the subscription's checkpoint, turns
-  the project's events into webhook events, and records them as deliveries in the same statement
-  that moves the checkpoint — so an event is either recorded for sending or will be read again;
+- the reader reads the log with the gap-safe `read_all` from the subscription's checkpoint and
+  turns the project's events into webhook events, queued in memory as deliveries;
 - the sender sends each thread's deliveries in order (one at a time per thread, many threads at
   once), retries failures with backoff and dead-letters them after the retry window;
-- attempts are written in batches; a process killed before writing them sends those deliveries
-  again, with the same `webhook-id`, which is what at-least-once means.
+- the flusher writes, every few milliseconds and in one statement, the deliveries that had their
+  first attempt (a delivery's row is written once, already delivered, on the common path), those
+  that waited RECORD_WITHIN without one (as pending), later attempts, and the checkpoint — moved
+  only past reads whose deliveries are all written. A process killed before a write reads those
+  events again and sends them again, with the same `webhook-id`: that is what at-least-once means.
 
 Workers share reads of the log (`page`: the subscriptions of a process mostly stand at the same
 checkpoint, so one read, decrypt and payload build serves them all) and the HTTP client's kept-alive
@@ -52,6 +54,8 @@ USER_AGENT = b"Threadline-Webhooks/1"
 READ_PAGE = 500
 CHECKPOINT_EVERY = 1.0      # seconds: how often a checkpoint that recorded nothing is still saved
 FLUSH_WINDOW = 0.02         # seconds attempts gather before they are written together
+RECORD_WITHIN = 1.0         # seconds a delivery read from the log waits for its first attempt before it is
+                            # written as pending (normally it is written once, with that attempt)
 READ_GATHER = 0.01          # seconds appends gather after a wake-up: read and recorded together, and the
                             # workers, woken together, read the log once
 PURGE_EVERY = 3600.0
@@ -237,6 +241,14 @@ class Worker:
         self.timers: list[tuple[float, str]] = []        # (when, thread) heads waiting for a retry
         self.in_flight: dict[str, asyncio.Task] = {}     # thread -> its attempt
         self.outcomes: dict[str, store.Outcome] = {}     # attempts not written yet
+        # Deliveries read from the log and not written yet. The saved checkpoint stays behind the
+        # first read that still has one, so a crash reads (and sends) them again: at least once.
+        self.unrecorded: dict[str, Delivery] = {}
+        self.reads: deque[tuple[int, Checkpoint]] = deque()   # (read number, checkpoint after it), not saved yet
+        self.read_count = 0
+        self.erased: dict[str, None] = {}                    # threads erased while we held their deliveries
+        self.erased_now: set[str] | None = None              # erased while a write is under way
+        self.flush_lock = asyncio.Lock()
         self._task = asyncio.create_task(self._run())
 
     def finished(self) -> bool:
@@ -249,7 +261,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         try:
-            await self._flush()
+            await self._flush(everything=True)
         except Exception:  # noqa: BLE001 - unwritten attempts mean those deliveries are sent again
             log.warning("webhook_flush_failed", webhook_id=self.sub.id, exc_info=True)
 
@@ -300,15 +312,19 @@ class Worker:
             if ours and self.sub.project not in served:       # a subscription newer than the read
                 built = await self.d.builder.build(ours)
             now = time.time()
-            new = [(new_id("whd_"), o) for r in ours for o in built.get(r.position, [])
-                   if matches(self.sub.event_types, o.type)]
-            if new or time.monotonic() - self.saved_at > CHECKPOINT_EVERY:
-                await store.advance(self.d.db, self.sub.id, self.d.owner, self.saved, after, new, now)
-                self.saved, self.saved_at = after, time.monotonic()
+            self.read_count += 1
+            for r in ours:
+                if r.type == "ThreadErased":      # what its thread's earlier events said is not sent
+                    self.drop_thread(r.stream.removeprefix("thread-"))
+                for o in built.get(r.position, []):
+                    if matches(self.sub.event_types, o.type):
+                        d = Delivery(new_id("whd_"), o.event_id, o.type, o.thread_id, o.seq, o.body,
+                                     next_attempt_at=now, recorded=False, created_at=now, read=self.read_count)
+                        self.unrecorded[d.id] = d
+                        self._enqueue(d)
+            self.reads.append((self.read_count, after))
             self.checkpoint = after
-            for delivery_id, o in new:
-                self._enqueue(Delivery(delivery_id, o.event_id, o.type, o.thread_id, o.seq, o.body,
-                                       next_attempt_at=now))
+            self.flush_wake.set()
             if len(events) < READ_PAGE:
                 return
 
@@ -341,13 +357,22 @@ class Worker:
         self.send_wake.set()
 
     def drop_thread(self, thread_id: str) -> None:
-        """The thread was erased: what waits here quoting its content is not sent."""
+        """The thread was erased: what waits here quoting its content is not sent (and what is
+        written from now on keeps no content)."""
+        self.erased[thread_id] = None
+        if self.erased_now is not None:
+            self.erased_now.add(thread_id)
+        if len(self.erased) > 10_000:
+            del self.erased[next(iter(self.erased))]
         q = self.queues.get(thread_id)
         if not q:
             return
         keep = [d for i, d in enumerate(q)
                 if d.event_type == "thread.erased" or (i == 0 and thread_id in self.in_flight)]
         kept = {d.id for d in keep}
+        for d in q:
+            if d.id not in kept:
+                d.dropped = True             # an unwritten one is still written (dead), or it would hold the checkpoint
         self.known.difference_update(d.id for d in q if d.id not in kept)
         q.clear()
         q.extend(keep)
@@ -435,7 +460,8 @@ class Worker:
 
     async def _flusher(self) -> None:
         while True:
-            await _wait(self.flush_wake, None)
+            # Deliveries waiting for a first attempt, or reads not saved, are written in time anyway.
+            await _wait(self.flush_wake, RECORD_WITHIN if self.unrecorded else CHECKPOINT_EVERY if self.reads else None)
             await asyncio.sleep(FLUSH_WINDOW)     # a window for attempts to gather: one write for many
             try:
                 await self._flush()
@@ -444,16 +470,42 @@ class Worker:
                 await asyncio.sleep(1.0)
                 self.flush_wake.set()
 
-    async def _flush(self) -> None:
-        if not self.outcomes:
-            return
-        batch, self.outcomes = self.outcomes, {}
-        try:
-            await store.record(self.d.db, list(batch.values()))
-        except BaseException:
-            for outcome in batch.values():      # keep them, with anything noted meanwhile after them
-                later = self.outcomes.get(outcome.id)
-                self.outcomes[outcome.id] = outcome if later is None else msgspec.structs.replace(
-                    later, attempts=outcome.attempts + later.attempts)
-            raise
-
+    async def _flush(self, everything: bool = False) -> None:
+        """Write attempts, the deliveries read since the last write that are due, and the checkpoint
+        as far as every delivery before it is written. `everything`: write all (when stopping)."""
+        async with self.flush_lock:
+            now = time.time()
+            batch, self.outcomes = self.outcomes, {}
+            added, waiting = [], None
+            for d in self.unrecorded.values():
+                if everything or d.dropped or d.id in batch or now - d.created_at >= RECORD_WITHIN:
+                    added.append(d)
+                elif waiting is None or d.read < waiting:
+                    waiting = d.read
+            updated = [o for delivery_id, o in batch.items() if delivery_id not in self.unrecorded]
+            saved_reads = sum(1 for n, _ in self.reads if waiting is None or n < waiting)
+            target = self.reads[saved_reads - 1][1] if saved_reads else self.saved
+            if not added and not updated and (target == self.saved or time.monotonic() - self.saved_at < CHECKPOINT_EVERY):
+                return
+            self.erased_now = set()
+            rows = [(d, batch.get(d.id), None if d.thread_id in self.erased and d.event_type != "thread.erased"
+                     else d.body.decode()) for d in added]
+            try:
+                await store.save(self.d.db, self.sub.id, self.d.owner, self.saved, target, rows, updated, now)
+            except BaseException:
+                self.erased_now = None
+                for outcome in batch.values():      # keep them, with anything noted meanwhile after them
+                    later = self.outcomes.get(outcome.id)
+                    self.outcomes[outcome.id] = outcome if later is None else msgspec.structs.replace(
+                        later, attempts=outcome.attempts + later.attempts)
+                raise
+            for d in added:
+                d.recorded = True
+                del self.unrecorded[d.id]
+            for _ in range(saved_reads):
+                self.reads.popleft()
+            self.saved, self.saved_at = target, time.monotonic()
+            # A thread erased while this write was under way may have missed the erasure's scrub.
+            late, self.erased_now = self.erased_now & {d.thread_id for d, _, payload in rows if payload}, None
+            if late:
+                await store.scrub(self.d.db, self.sub.id, sorted(late))

@@ -160,38 +160,6 @@ class LeaseLost(Exception):
     """Another process holds the subscription now (our lease lapsed): stop delivering for it."""
 
 
-async def advance(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint,
-                  deliveries: Sequence[tuple[str, Outgoing]], now: float) -> None:
-    """Record new deliveries and move the checkpoint past the events they came from, atomically:
-    the checkpoint moves only if we still hold the lease and nobody moved it meanwhile."""
-    ids, event_ids, types, threads, seqs, payloads = [], [], [], [], [], []
-    for delivery_id, o in deliveries:
-        ids.append(delivery_id)
-        event_ids.append(o.event_id)
-        types.append(o.type)
-        threads.append(o.thread_id)
-        seqs.append(o.seq)
-        payloads.append(o.body.decode())
-    moved = await db.fetchval(
-        """WITH moved AS (
-               UPDATE webhooks SET checkpoint_xid = $4::text::xid8, checkpoint_position = $5
-               WHERE id = $1 AND lease_owner = $2 AND checkpoint_xid = $6::text::xid8 AND checkpoint_position = $7
-               RETURNING id),
-           added AS (
-               INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, thread_id, seq, payload,
-                                               created_at, next_attempt_at)
-               SELECT d.id, $1, d.event_id, d.type, d.thread_id, d.seq, d.payload, $3, $3
-               FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[])
-                    AS d(id, event_id, type, thread_id, seq, payload)
-               WHERE EXISTS (SELECT 1 FROM moved)
-               ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1)
-           SELECT count(*) FROM moved""",
-        webhook_id, owner, now, str(new.xid), new.position, str(old.xid), old.position,
-        ids, event_ids, types, threads, seqs, payloads)
-    if not moved:
-        raise LeaseLost(webhook_id)
-
-
 @dataclass(slots=True)
 class Delivery:
     """A delivery waiting to be sent, as a worker holds it (mutable: attempts update it)."""
@@ -205,6 +173,10 @@ class Delivery:
     failures: int = 0                    # since the current retry window began
     first_attempt_at: float | None = None
     next_attempt_at: float = 0.0
+    recorded: bool = True                # has its row; False: read from the log, written with its first attempt
+    created_at: float = 0.0
+    read: int = 0                        # which read of the log it came from (see Worker.reads)
+    dropped: bool = False                # its thread was erased before it was sent
 
 
 async def pending(db, webhook_id: str) -> list[Delivery]:
@@ -232,27 +204,70 @@ class Outcome(msgspec.Struct, frozen=True):
 MAX_KEPT_ATTEMPTS = 50
 
 
-async def record(db, outcomes: Sequence[Outcome]) -> None:
-    """Write attempts in one statement (the dispatcher batches them)."""
-    if not outcomes:
-        return
+async def save(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint,
+               added: Sequence[tuple[Delivery, Outcome | None, str | None]], updated: Sequence[Outcome],
+               now: float) -> None:
+    """One statement, so one transaction: move the checkpoint, write the deliveries read since
+    (each with its first attempt, if it had one — a delivery is written once on the common path)
+    and the later attempts of deliveries written before. Only while we hold the lease and nobody
+    moved the checkpoint meanwhile; otherwise nothing is written and LeaseLost is raised.
+    `added`: (delivery, its attempts so far or None, the payload to keep or None once erased)."""
     enc = msgspec.json.encode
+    columns: tuple[list, ...] = tuple([] for _ in range(13))
+    for d, o, payload in added:
+        status = o.status if o is not None else ("dead" if d.dropped else "pending")
+        row = (d.id, d.event_id, d.event_type, d.thread_id, d.seq, payload, status,
+               o.attempt_count if o else 0, enc(o.attempts).decode() if o else "[]", d.created_at,
+               o.first_attempt_at if o else None, o.next_attempt_at if o else now, o.delivered_at if o else None)
+        for column, value in zip(columns, row):
+            column.append(value)
+    moved = await db.fetchval(
+        f"""WITH moved AS (
+               UPDATE webhooks SET checkpoint_xid = $3::text::xid8, checkpoint_position = $4
+               WHERE id = $1 AND lease_owner = $2 AND checkpoint_xid = $5::text::xid8 AND checkpoint_position = $6
+               RETURNING id),
+           added AS (
+               INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, thread_id, seq, payload, status,
+                   attempt_count, attempts, created_at, first_attempt_at, next_attempt_at, delivered_at)
+               SELECT d.id, $1, d.event_id, d.type, d.thread_id, d.seq, d.payload, d.status, d.attempt_count,
+                      d.attempts::jsonb, d.created_at, d.first_attempt_at, d.next_attempt_at, d.delivered_at
+               FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+                           $14::int[], $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[])
+                    AS d(id, event_id, type, thread_id, seq, payload, status, attempt_count, attempts, created_at,
+                         first_attempt_at, next_attempt_at, delivered_at)
+               WHERE EXISTS (SELECT 1 FROM moved)
+               ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1),
+           updated AS (
+               UPDATE webhook_deliveries d SET status = u.status, attempt_count = u.attempt_count,
+                   attempts = CASE WHEN jsonb_array_length(d.attempts) + jsonb_array_length(u.attempts::jsonb)
+                                        <= {MAX_KEPT_ATTEMPTS} THEN d.attempts || u.attempts::jsonb
+                              ELSE (SELECT jsonb_agg(e ORDER BY i) FROM
+                                    jsonb_array_elements(d.attempts || u.attempts::jsonb) WITH ORDINALITY a(e, i)
+                                    WHERE i > jsonb_array_length(d.attempts || u.attempts::jsonb) - {MAX_KEPT_ATTEMPTS})
+                              END,
+                   first_attempt_at = u.first_attempt_at, next_attempt_at = u.next_attempt_at,
+                   delivered_at = coalesce(u.delivered_at, d.delivered_at)
+               FROM unnest($20::text[], $21::text[], $22::int[], $23::text[], $24::float8[], $25::float8[],
+                           $26::float8[])
+                    AS u(id, status, attempt_count, attempts, first_attempt_at, next_attempt_at, delivered_at)
+               WHERE d.id = u.id AND d.webhook_id = $1 AND EXISTS (SELECT 1 FROM moved)
+               RETURNING 1)
+           SELECT count(*) FROM moved""",
+        webhook_id, owner, str(new.xid), new.position, str(old.xid), old.position, *columns,
+        [o.id for o in updated], [o.status for o in updated], [o.attempt_count for o in updated],
+        [enc(o.attempts).decode() for o in updated], [o.first_attempt_at for o in updated],
+        [o.next_attempt_at for o in updated], [o.delivered_at for o in updated])
+    if not moved:
+        raise LeaseLost(webhook_id)
+
+
+async def scrub(db, webhook_id: str, thread_ids: Sequence[str]) -> None:
+    """erase_thread for deliveries written while the thread was being erased (they missed its UPDATE)."""
     await db.execute(
-        f"""UPDATE webhook_deliveries d SET status = u.status, attempt_count = u.attempt_count,
-                attempts = CASE WHEN jsonb_array_length(d.attempts) + jsonb_array_length(u.attempts::jsonb)
-                                     <= {MAX_KEPT_ATTEMPTS} THEN d.attempts || u.attempts::jsonb
-                           ELSE (SELECT jsonb_agg(e ORDER BY i) FROM
-                                 jsonb_array_elements(d.attempts || u.attempts::jsonb) WITH ORDINALITY a(e, i)
-                                 WHERE i > jsonb_array_length(d.attempts || u.attempts::jsonb) - {MAX_KEPT_ATTEMPTS})
-                           END,
-                first_attempt_at = u.first_attempt_at, next_attempt_at = u.next_attempt_at,
-                delivered_at = coalesce(u.delivered_at, d.delivered_at)
-            FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::float8[])
-                 AS u(id, status, attempt_count, attempts, first_attempt_at, next_attempt_at, delivered_at)
-            WHERE d.id = u.id""",
-        [o.id for o in outcomes], [o.status for o in outcomes], [o.attempt_count for o in outcomes],
-        [enc(o.attempts).decode() for o in outcomes], [o.first_attempt_at for o in outcomes],
-        [o.next_attempt_at for o in outcomes], [o.delivered_at for o in outcomes])
+        """UPDATE webhook_deliveries SET payload = NULL,
+               status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
+           WHERE webhook_id = $1 AND thread_id = ANY($2::text[]) AND event_type <> 'thread.erased'
+             AND payload IS NOT NULL""", webhook_id, list(thread_ids))
 
 
 async def purge_old(db, days: float) -> int:
