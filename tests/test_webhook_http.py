@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import pytest
 
@@ -147,3 +149,28 @@ async def test_refused_and_unreachable_endpoints(client):
     assert s.requests == []
     with pytest.raises(ConnectFailed, match="could not connect"):
         await client.post(f"http://127.0.0.1:{port}/", HEADERS, b"{}")
+
+
+async def test_an_endpoint_that_never_accepts_the_connection_fails_at_the_connect_timeout():
+    """A listener whose accept queue is full drops new SYNs: the connect hangs until our limit."""
+    client = WebhookClient(LOOPBACK, timeout=5.0, connect_timeout=0.3)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):          # fill the accept queue (the kernel allows backlog + 1)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed, match="timed out"):
+            await client.post(f"http://127.0.0.1:{port}/", HEADERS, b"{}")
+        assert time.monotonic() - started < 2.0, "the connect timeout, not the attempt's, ended it"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+        await client.close()
