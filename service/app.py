@@ -14,7 +14,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from events.store import EventStore, Notify
+from events.store import EventStore, Notify, RecordedEvent
+from projections.cache import AgentCache
 from projections.projector import READ_MODELS
 from service import database, erasure, idempotency
 from service.actors import ActorRegistry
@@ -63,6 +64,7 @@ class Services:
     engine: RunEngine
     hub: StreamHub
     webhooks: WebhookDispatcher
+    agents: AgentCache      # agents as run creation reads them
 
 
 @web.middleware
@@ -193,7 +195,14 @@ def create_app(config: Config, database_url: str) -> web.Application:
         await database.prepare(db)
         uploads = await database.connect(database_url, config.upload_connections)
         hub = StreamHub()
-        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
+        agents = AgentCache()
+
+        def committed(records: list[RecordedEvent]) -> None:
+            hub.publish(records)
+            agents.committed(records)
+
+        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=committed)
+        hub.on_remote_append(agents.forget)
         hub.listen(database_url)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
         router = ModelRouter.from_env()
@@ -201,7 +210,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         engine = RunEngine(Deps(actors, db, router, config))
         webhooks = WebhookDispatcher(db, store, database_url, config)
         webhooks.start()
-        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks)
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents)
         background = [asyncio.create_task(flush_periodically())]
         if config.retention_days > 0:
             background.append(asyncio.create_task(

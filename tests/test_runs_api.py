@@ -6,11 +6,13 @@ import asyncio
 import json
 import time
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import Client
+from conftest import Client, until
 from conftest import test_config as make_config
+from service.api.http import SERVICES
 from service.app import create_app
 
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
@@ -150,6 +152,47 @@ async def test_run_settings_merge_assistant_defaults_with_overrides(client):
     assert done["status"] == "completed" and reply["content"][0]["text"]["value"] == "from additional"
     updated = await client.ok("POST", f"/threads/{thread['id']}/runs/{run['id']}", {"metadata": {"k": "w"}})
     assert updated["metadata"] == {"k": "w"}
+
+
+async def test_a_run_takes_the_assistant_as_it_is_after_an_update_or_a_delete(client):
+    """Run creation reads assistants through this process's cache: a change is seen at once."""
+    assistant = await client.ok("POST", "/assistants", {"model": "builtin/echo", "instructions": "First."})
+    thread = await client.ok("POST", "/threads")
+    first = await client.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    assert first["instructions"] == "First."
+    await wait_run(client, thread["id"], first["id"])
+    await client.ok("POST", f"/assistants/{assistant['id']}", {"instructions": "Second.", "temperature": 0.3})
+    second = await client.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    assert second["instructions"] == "Second." and second["temperature"] == 0.3
+    await wait_run(client, thread["id"], second["id"])
+    await client.ok("DELETE", f"/assistants/{assistant['id']}")
+    status, body = await client.call("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    assert status == 404 and body["error"]["param"] == "assistant_id"
+
+
+async def test_an_assistant_changed_through_another_process_is_seen_here(client, app_client, service, project):
+    """Another process's change reaches this process's cache with its append's NOTIFY (the
+    entries' expiry is pushed out of reach, so nothing else can make the cache forget)."""
+    cache = app_client.server.app[SERVICES].agents
+    ttl, cache.ttl = cache.ttl, 3600.0
+    try:
+        assistant = await client.ok("POST", "/assistants", {"model": "builtin/echo", "instructions": "Here."})
+        thread = await client.ok("POST", "/threads")
+        run = await client.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+        assert run["instructions"] == "Here."
+        await wait_run(client, thread["id"], run["id"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {project[1]}"}) as remote:
+            async with remote.post(f"{service.url}/v1/assistants/{assistant['id']}",
+                                   json={"instructions": "There."}) as r:
+                assert r.status == 200
+
+        async def seen_here() -> bool:
+            run = await client.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+            await wait_run(client, thread["id"], run["id"])
+            return run["instructions"] == "There."
+        await until(seen_here, timeout=5.0, what="a run created here to take the other process's change")
+    finally:
+        cache.ttl = ttl
 
 
 async def test_create_thread_and_run(client):

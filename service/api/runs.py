@@ -35,7 +35,7 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
                        additional_instructions: str | None = None) -> RunCreated:
     """The run's effective settings: the assistant's, overridden by the request."""
     ctx = ctx_of(request)
-    raw = await queries.get_agent(services(request).db, ctx.project, body.assistant_id)
+    raw = await services(request).agents.get(services(request).db, ctx.project, body.assistant_id)
     if raw is None:
         raise ApiError(404, f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
     assistant = msgspec.json.decode(raw)

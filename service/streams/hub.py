@@ -80,6 +80,7 @@ class StreamHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._listener: asyncio.Task | None = None
         self._closing = False
+        self._remote_hooks: list[Callable[[list[str] | None], None]] = []
 
     def subscribe(self, stream: str) -> Subscription:
         sub = Subscription(stream)
@@ -126,6 +127,17 @@ class StreamHub:
 
     # -- other processes ------------------------------------------------------------------------
 
+    def on_remote_append(self, hook: Callable[[list[str] | None], None]) -> None:
+        """Call hook(streams) when another process appended to these streams (None: to any, or
+        announcements may have been missed: the LISTEN connection was opened again). Caches of
+        read models register here."""
+        self._remote_hooks.append(hook)
+
+    def _remote_append(self, streams: list[str] | None) -> None:
+        self.poke(streams)
+        for hook in self._remote_hooks:
+            hook(streams)
+
     def listen(self, database_url: str) -> None:
         self._listener = asyncio.create_task(self._listen(database_url))
 
@@ -140,10 +152,10 @@ class StreamHub:
             tag, _, rest = payload.partition("|")
             streams = rest.rpartition("|")[0]         # after the streams: the writer's transaction id
             if tag != PROCESS_TAG:
-                self.poke(None if streams == "*" else streams.split(","))
+                self._remote_append(None if streams == "*" else streams.split(","))
 
         # Whatever happened while we were not listening: every subscriber reads the log.
-        await listen_forever(database_url, {CHANNEL: on_notify}, lambda: self.poke(None))
+        await listen_forever(database_url, {CHANNEL: on_notify}, lambda: self._remote_append(None))
 
 
 async def listen_forever(database_url: str, listeners: dict[str, Callable[..., None]],
@@ -170,8 +182,8 @@ async def listen_forever(database_url: str, listeners: dict[str, Callable[..., N
 
 
 def notify_payload(streams: list[str]) -> str:
-    """The NOTIFY payload for an append: our tag and the thread streams written (or '*' if too long);
-    the statement adds the transaction id."""
-    threads = sorted({s for s in streams if s.startswith("thread-")})
-    joined = ",".join(threads)
+    """The NOTIFY payload for an append: our tag and the thread and agent streams written (or '*'
+    if too long); the statement adds the transaction id."""
+    named = sorted({s for s in streams if s.startswith(("thread-", "agent-"))})
+    joined = ",".join(named)
     return f"{PROCESS_TAG}|{joined if len(joined) < 7000 else '*'}"
