@@ -310,8 +310,12 @@ async def test_erasing_a_thread_takes_its_content_out_of_deliveries(hc, receiver
     await until(lambda: receiver.events("/erased"), what="the message event")
     await hc.ok("POST", f"/threads/{thread_id}/erase")
     await until(lambda: any(e["type"] == "thread.erased" for e in receiver.events("/erased")), what="thread.erased")
-    payloads = await pool.fetch("SELECT event_type, payload FROM webhook_deliveries WHERE webhook_id = $1",
+
+    async def written():      # a delivery's row is written just after its attempt
+        rows = await pool.fetch("SELECT event_type, payload FROM webhook_deliveries WHERE webhook_id = $1",
                                 hook["id"])
+        return rows if len(rows) == 2 else None
+    payloads = await until(written, what="both deliveries written")
     assert {r[0] for r in payloads} == {"thread.message.created", "thread.erased"}
     assert all("diagnosis" not in (r[1] or "") for r in payloads)
     page = await hc.ok("GET", f"/webhooks/{hook['id']}/deliveries")
