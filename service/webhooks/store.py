@@ -215,7 +215,9 @@ async def save(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint
     enc = msgspec.json.encode
     columns: tuple[list, ...] = tuple([] for _ in range(13))
     for d, o, payload in added:
-        status = o.status if o is not None else ("dead" if d.dropped else "pending")
+        status = o.status if o is not None else "pending"
+        if d.dropped and status == "pending":     # its thread was erased: it is not sent again
+            status = "dead"
         row = (d.id, d.event_id, d.event_type, d.thread_id, d.seq, payload, status,
                o.attempt_count if o else 0, enc(o.attempts).decode() if o else "[]", d.created_at,
                o.first_attempt_at if o else None, o.next_attempt_at if o else now, o.delivered_at if o else None)
