@@ -186,11 +186,26 @@ def configure_tracing() -> None:
     from opentelemetry import trace
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    class RedactingSpans(SpanProcessor):
+        """Spans are redacted as log lines are: a request's URL attributes would otherwise carry an
+        EventSource stream's `?api_key=`. Runs first, while the span can still be changed."""
+
+        def __init__(self, redact: Redactor):
+            self._redact = redact
+
+        def on_start(self, span, parent_context=None) -> None:
+            for name, value in list((span.attributes or {}).items()):
+                if isinstance(value, str):
+                    clean = self._redact(value)
+                    if clean is not value:
+                        span.set_attribute(name, clean)
 
     os.environ.setdefault("OTEL_SERVICE_NAME", "threadline")
     provider = TracerProvider(resource=Resource.create())
+    provider.add_span_processor(RedactingSpans(Redactor(configured_secrets())))
     if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
