@@ -3,6 +3,7 @@ its answers and failures become run state. The service runs in-process on real P
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -111,6 +112,30 @@ async def test_tool_rounds_are_replayed_to_the_model_with_their_outputs(api, fak
     assert second[-2] == {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"tides"}'}}]}
     assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "06:00"}
+
+
+async def test_tool_outputs_sent_while_the_last_execution_is_still_ending_are_not_left_queued(
+        api, fake, monkeypatch):
+    """A client may answer requires_action before the execution that reached it has released its
+    lease (a slow database makes that window wide; here the release is held): the run goes on."""
+    from service.runs import leases
+
+    held, real_release = asyncio.Event(), leases.release
+
+    async def slow_release(db, run_id, owner):
+        await held.wait()
+        await real_release(db, run_id, owner)
+    monkeypatch.setattr(leases, "release", slow_release)
+    fake.script(tool_calls_reply(FakeToolCall("call_1", "lookup", ['{"q":"x"}'])), text_reply("Done."))
+    assistant = await api.ok("POST", "/assistants", {"model": "fake-a", "tools": TOOLS})
+    thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "go"}]})
+    run = await api.ok("POST", f"/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})
+    assert (await wait_run(api, thread["id"], run["id"]))["status"] == "requires_action"
+    await api.ok("POST", f"/threads/{thread['id']}/runs/{run['id']}/submit_tool_outputs",
+                 {"tool_outputs": [{"tool_call_id": "call_1", "output": "y"}]})
+    held.set()
+    done = await wait_run(api, thread["id"], run["id"], timeout=5.0)   # adopting it as an orphan takes 15 s
+    assert done["status"] == "completed"
 
 
 async def test_a_model_that_never_stops_calling_tools_is_stopped(api, fake):

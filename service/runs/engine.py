@@ -34,6 +34,7 @@ class RunEngine:
         self._tasks: dict[str, asyncio.Task] = {}
         self._threads: dict[str, str] = {}
         self._interrupts: dict[str, str] = {}
+        self._again: set[str] = set()       # submitted while their last execution was still ending
         self._closing = False
         self._loops = [asyncio.create_task(self._expire_loop()), asyncio.create_task(self._lease_loop())]
 
@@ -42,7 +43,12 @@ class RunEngine:
 
     def submit(self, thread_id: str, run_id: str) -> None:
         """Execute the run here (if no other process holds it); returns at once."""
-        if self._closing or run_id in self._tasks:
+        if self._closing:
+            return
+        if run_id in self._tasks:
+            # Its last execution may be ending (releasing its lease) while the run was queued again,
+            # say by tool outputs sent at once: run it again after that, or it would wait for adoption.
+            self._again.add(run_id)
             return
         self._threads[run_id] = thread_id
         self._tasks[run_id] = asyncio.create_task(self._execute(thread_id, run_id), name=f"run:{run_id}")
@@ -82,6 +88,9 @@ class RunEngine:
             self._tasks.pop(run_id, None)
             self._threads.pop(run_id, None)
             self._interrupts.pop(run_id, None)
+            if run_id in self._again:
+                self._again.discard(run_id)
+                self.submit(thread_id, run_id)      # a run that is not queued decides nothing and ends
 
     # -- sweeping -------------------------------------------------------------------------------
 
