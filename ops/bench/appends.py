@@ -683,6 +683,19 @@ class Bench:
     def db_fetchval(self, sql: str, *params):
         return self.db_fetchrow(sql, *params)[0]
 
+    def db_fetch_all(self, sql: str, *params) -> list:
+        import asyncio
+
+        import asyncpg
+
+        async def fetch():
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql, *params)]
+            finally:
+                await conn.close()
+        return asyncio.run(fetch())
+
     def pg_facts(self) -> dict:
         import asyncio
 

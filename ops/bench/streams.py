@@ -958,17 +958,6 @@ class StreamsBench(Bench):
         return {"n": len(a), "post_to_created_p50": _pct(a, 50), "post_to_created_p99": _pct(a, 99),
                 "created_to_first_p50": _pct(b, 50), "created_to_first_p99": _pct(b, 99)}
 
-    def db_fetch_all(self, sql: str, *params) -> list:
-        import asyncpg
-
-        async def fetch():
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return [tuple(r) for r in await conn.fetch(sql, *params)]
-            finally:
-                await conn.close()
-        return asyncio.run(fetch())
-
     def start_profiler(self, server: subprocess.Popen, name: str, seconds: float | None):
         if not self.args.profile:
             return None

@@ -548,17 +548,6 @@ class WebhooksBench(Bench):
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def db_fetch_all(self, sql: str, *params) -> list:
-        import asyncpg
-
-        async def fetch():
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return [tuple(r) for r in await conn.fetch(sql, *params)]
-            finally:
-                await conn.close()
-        return asyncio.run(fetch())
-
     def start_profiler(self, name: str, seconds: float):
         if not self.args.profile:
             return None
