@@ -119,16 +119,18 @@ async def retry_delivery(db, webhook_id: str, delivery_id: str) -> str | None:
     return row
 
 
+# Erasure's rewrite of deliveries: no content kept (`thread.erased` itself stays), nothing waiting sent.
+_SCRUB = """UPDATE webhook_deliveries SET payload = NULL,
+                status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
+            WHERE event_type <> 'thread.erased' AND payload IS NOT NULL AND """
+
+
 async def erase_thread(db, thread_id: str) -> int:
     """A thread's content goes from every delivery (the `thread.erased` events themselves stay);
     what was still waiting to go is dead-lettered."""
     async with db.acquire() as conn, conn.transaction():
         n = await conn.fetchval(
-            """WITH scrubbed AS (
-                   UPDATE webhook_deliveries SET payload = NULL,
-                       status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
-                   WHERE thread_id = $1 AND event_type <> 'thread.erased' AND payload IS NOT NULL RETURNING 1)
-               SELECT count(*) FROM scrubbed""", thread_id)
+            f"WITH scrubbed AS ({_SCRUB} thread_id = $1 RETURNING 1) SELECT count(*) FROM scrubbed", thread_id)
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"erased:{thread_id}")
     return n
 
@@ -265,11 +267,7 @@ async def save(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint
 
 async def scrub(db, webhook_id: str, thread_ids: Sequence[str]) -> None:
     """erase_thread for deliveries written while the thread was being erased (they missed its UPDATE)."""
-    await db.execute(
-        """UPDATE webhook_deliveries SET payload = NULL,
-               status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
-           WHERE webhook_id = $1 AND thread_id = ANY($2::text[]) AND event_type <> 'thread.erased'
-             AND payload IS NOT NULL""", webhook_id, list(thread_ids))
+    await db.execute(f"{_SCRUB} webhook_id = $1 AND thread_id = ANY($2::text[])", webhook_id, list(thread_ids))
 
 
 async def purge_old(db, days: float) -> int:
