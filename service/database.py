@@ -25,6 +25,7 @@ def embedded_database_url(data_dir: Path, start_within: float = 600.0) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pgdata").resolve()
+    _forget_exited_users(pgdata)
     try:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except subprocess.TimeoutExpired:
@@ -37,6 +38,18 @@ def embedded_database_url(data_dir: Path, start_within: float = 600.0) -> str:
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     log.info("embedded_postgres", pgdata=str(pgdata))
     return server.get_uri()
+
+
+def _forget_exited_users(pgdata: Path) -> None:
+    """pgserver stops the server when the last process using it exits, and lists those processes in a
+    file; one that was killed is never taken off, and then the server would never be stopped again."""
+    import pgserver
+    from pgserver.utils import DiskList, process_is_running
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    with pgserver.PostgresServer._lock:
+        if pgdata.exists() and (listed := users.get()):
+            users.put([pid for pid in listed if process_is_running(pid)])
 
 
 def _wait_until_ready(pgdata: Path, deadline: float, gone_for: float = 5.0) -> None:

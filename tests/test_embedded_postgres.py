@@ -1,6 +1,10 @@
-"""The embedded Postgres after a crash: the machine died with the server running, so the next start
-first recovers (fsync of the whole data directory, WAL replay), which on a large data directory takes
-longer than the 10 s pgserver gives pg_ctl. The service must wait for it and keep the data."""
+"""The embedded Postgres across crashes.
+
+- The machine died with the server running, so the next start first recovers (fsync of the whole
+  data directory, WAL replay), which on a large data directory takes longer than the 10 s pgserver
+  gives pg_ctl: the start must wait for it and keep the data.
+- A service that was killed stays listed as a user of the server: the server must still stop when
+  the last living user exits, or it would run on, and die uncleanly with the machine."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import asyncpg
@@ -19,26 +24,40 @@ import pytest
 from conftest import ROOT
 from service import database
 
-MAKE_AND_CRASH = """
-import asyncio, os, sys, time
+USER = """
+import asyncio, sys, time
 import asyncpg
 from pathlib import Path
 from service.database import embedded_database_url
 
-async def main(url):
+async def write(url):
     conn = await asyncpg.connect(url)
     await conn.execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('written before the crash')")
     await conn.close()
 
 url = embedded_database_url(Path(sys.argv[1]))
-asyncio.run(main(url))
+if "write" in sys.argv:
+    asyncio.run(write(url))
 print("postmaster", open(Path(sys.argv[1]) / "pgdata" / "postmaster.pid").readline().strip(), flush=True)
-time.sleep(3600)
+if "stay" in sys.argv:
+    time.sleep(3600)
 """
 
 
+def use_embedded(data_dir: Path, *what: str) -> tuple[subprocess.Popen, int]:
+    """A process of its own that starts (or joins) the embedded Postgres in data_dir, as the service
+    does: (the process, the postmaster's pid)."""
+    user = subprocess.Popen([sys.executable, "-c", USER, str(data_dir), *what], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    line = ""
+    while not line.startswith("postmaster "):   # after the service's own log lines
+        line = user.stdout.readline()
+        assert line, "the process ended before the server was up"
+    return user, int(line.split()[1])
+
+
 def crash(pid: int) -> None:
-    """Kill the postmaster and all its processes at once, as a power cut would."""
+    """Kill a process and all its children at once, as a power cut would."""
     postmaster = psutil.Process(pid)
     processes = [postmaster, *postmaster.children(recursive=True)]
     for process in processes:
@@ -47,28 +66,42 @@ def crash(pid: int) -> None:
 
 
 @pytest.fixture
-def crashed_data_dir():
-    """A data directory whose embedded Postgres died while running, with one table written."""
+def data_dir():
     runtime = Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}" / "run"   # as conftest's
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir = Path(tempfile.mkdtemp(prefix="tl-crashed-"))
-    owner = subprocess.Popen([sys.executable, "-c", MAKE_AND_CRASH, str(data_dir)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while not line.startswith("postmaster "):   # after the service's own log lines
-            line = owner.stdout.readline()
-            assert line, "the first start ended early"
-        crash(int(line.split()[1]))
-    finally:
-        owner.kill()
-        owner.wait()
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-embedded-"))
     yield data_dir
     for process in psutil.process_iter(["cmdline"]):    # a failed test's server: do not leave it running
         if str(data_dir / "pgdata") in (process.info["cmdline"] or []):
             crash(process.pid)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def crashed_data_dir(data_dir):
+    """A data directory whose embedded Postgres died while running, with one table written."""
+    user, postmaster = use_embedded(data_dir, "write", "stay")
+    try:
+        crash(postmaster)
+    finally:
+        user.kill()
+        user.wait()
+    return data_dir
+
+
+def test_the_server_stops_with_its_last_user_though_an_earlier_one_was_killed(data_dir):
+    killed, postmaster = use_embedded(data_dir, "stay")
+    crash(killed.pid)               # the service killed: its server goes on, and lists it as a user
+    killed.wait()
+    last, joined = use_embedded(data_dir)
+    assert joined == postmaster
+    assert last.wait(timeout=60) == 0
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(postmaster), "the server outlived the last process using it"
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()    # stopped cleanly: no recovery next time
 
 
 def test_a_recovery_longer_than_pg_ctl_waits_is_waited_for(crashed_data_dir, monkeypatch):
