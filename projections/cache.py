@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from events.store import RecordedEvent
 from projections import queries
 
 AGENT = "agent-"
@@ -51,7 +50,3 @@ class AgentCache:
             self._changes += 1
             for key in [k for k in self._entries if k[1] in agents]:
                 del self._entries[key]
-
-    def committed(self, records: list[RecordedEvent]) -> None:
-        """The event store's on_commit: what this process just appended."""
-        self.forget(r.stream for r in records)

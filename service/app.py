@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from events.store import EventStore, Notify, RecordedEvent
+from events.store import EventStore, Notify
 from projections.cache import AgentCache
 from projections.projector import READ_MODELS
 from service import database, erasure, idempotency
@@ -196,13 +196,8 @@ def create_app(config: Config, database_url: str) -> web.Application:
         uploads = await database.connect(database_url, config.upload_connections)
         hub = StreamHub()
         agents = AgentCache()
-
-        def committed(records: list[RecordedEvent]) -> None:
-            hub.publish(records)
-            agents.committed(records)
-
-        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=committed)
-        hub.on_remote_append(agents.forget)
+        hub.on_append(agents.forget)
+        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
         hub.listen(database_url)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
         router = ModelRouter.from_env()

@@ -80,7 +80,7 @@ class StreamHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._listener: asyncio.Task | None = None
         self._closing = False
-        self._remote_hooks: list[Callable[[list[str] | None], None]] = []
+        self._append_hooks: list[Callable[[list[str] | None], None]] = []
 
     def subscribe(self, stream: str) -> Subscription:
         sub = Subscription(stream)
@@ -108,6 +108,8 @@ class StreamHub:
 
     def publish(self, events: list[RecordedEvent]) -> None:
         """Called by the event store after each commit, with what it committed."""
+        for hook in self._append_hooks:
+            hook([r.stream for r in events])
         if not self._subs:
             return
         by_stream: dict[str, list[RecordedEvent]] = {}
@@ -127,15 +129,15 @@ class StreamHub:
 
     # -- other processes ------------------------------------------------------------------------
 
-    def on_remote_append(self, hook: Callable[[list[str] | None], None]) -> None:
-        """Call hook(streams) when another process appended to these streams (None: to any, or
-        announcements may have been missed: the LISTEN connection was opened again). Caches of
+    def on_append(self, hook: Callable[[list[str] | None], None]) -> None:
+        """Call hook(streams) when this process or another appended to these streams (None: to any,
+        or announcements may have been missed: the LISTEN connection was opened again). Caches of
         read models register here."""
-        self._remote_hooks.append(hook)
+        self._append_hooks.append(hook)
 
     def _remote_append(self, streams: list[str] | None) -> None:
         self.poke(streams)
-        for hook in self._remote_hooks:
+        for hook in self._append_hooks:
             hook(streams)
 
     def listen(self, database_url: str) -> None:
