@@ -319,7 +319,7 @@ class Worker:
                 for o in built.get(r.position, []):
                     if matches(self.sub.event_types, o.type):
                         d = Delivery(new_id("whd_"), o.event_id, o.type, o.thread_id, o.seq, o.body,
-                                     next_attempt_at=now, recorded=False, created_at=now, read=self.read_count)
+                                     next_attempt_at=now, created_at=now, read=self.read_count)
                         self.unrecorded[d.id] = d
                         self._enqueue(d)
             self.reads.append((self.read_count, after))
@@ -500,7 +500,6 @@ class Worker:
                         later, attempts=outcome.attempts + later.attempts)
                 raise
             for d in added:
-                d.recorded = True
                 del self.unrecorded[d.id]
             for _ in range(saved_reads):
                 self.reads.popleft()

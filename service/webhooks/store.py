@@ -175,7 +175,6 @@ class Delivery:
     failures: int = 0                    # since the current retry window began
     first_attempt_at: float | None = None
     next_attempt_at: float = 0.0
-    recorded: bool = True                # has its row; False: read from the log, written with its first attempt
     created_at: float = 0.0
     read: int = 0                        # which read of the log it came from (see Worker.reads)
     dropped: bool = False                # its thread was erased before it was sent
