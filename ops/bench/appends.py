@@ -668,17 +668,8 @@ class Bench:
             self.stop(proc)
 
     def db_fetchrow(self, sql: str, *params):
-        import asyncio
-
-        import asyncpg
-
-        async def fetch():
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return await conn.fetchrow(sql, *params)
-            finally:
-                await conn.close()
-        return asyncio.run(fetch())
+        rows = self.db_fetch_all(sql, *params)
+        return rows[0] if rows else None
 
     def db_fetchval(self, sql: str, *params):
         return self.db_fetchrow(sql, *params)[0]
@@ -691,7 +682,7 @@ class Bench:
         async def fetch():
             conn = await asyncpg.connect(self.dsn)
             try:
-                return [tuple(r) for r in await conn.fetch(sql, *params)]
+                return await conn.fetch(sql, *params)
             finally:
                 await conn.close()
         return asyncio.run(fetch())
