@@ -8,7 +8,7 @@ import uuid
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from conftest import Client, new_key
+from conftest import Client, new_key, until
 from conftest import test_config as make_config
 from events import audit
 from service.app import create_app
@@ -93,17 +93,15 @@ async def test_retention_erases_threads_idle_for_too_long(own_database):
         upload = await api.upload(b"old file", "old.txt")
         thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "old news",
                                                                  "attachments": [{"file_id": upload["id"]}]}]})
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await api.call("GET", f"/threads/{thread['id']}"))[0] != 404:
-            assert asyncio.get_running_loop().time() < deadline, "retention did not erase the idle thread"
-            await asyncio.sleep(0.05)
+        async def gone(path: str) -> bool:
+            return (await api.call("GET", path))[0] == 404
+
+        await until(lambda: gone(f"/threads/{thread['id']}"), "retention to erase the idle thread", timeout=10)
         events = await pool.fetch("SELECT type, metadata->>'causation' FROM events WHERE stream = $1 ORDER BY version",
                                   f"thread-{thread['id']}")
         assert (events[-1][0], events[-1][1]) == ("ThreadErased", "retention")
         # Its files go with it: the retention sweep deletes them just after the thread is erased.
-        while (await api.call("GET", f"/files/{upload['id']}"))[0] != 404:
-            assert asyncio.get_running_loop().time() < deadline, "retention left the thread's file behind"
-            await asyncio.sleep(0.05)
+        await until(lambda: gone(f"/files/{upload['id']}"), "retention to delete the thread's file", timeout=10)
     finally:
         await http.close()
 
