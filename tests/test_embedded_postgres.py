@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import asyncpg
 import psutil
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, until
 from service import database
 
 USER = """
@@ -90,21 +89,18 @@ def crashed_data_dir(data_dir):
     return data_dir
 
 
-def test_the_server_stops_with_its_last_user_though_an_earlier_one_was_killed(data_dir):
+async def test_the_server_stops_with_its_last_user_though_an_earlier_one_was_killed(data_dir):
     killed, postmaster = use_embedded(data_dir, "stay")
     crash(killed.pid)               # the service killed: its server goes on, and lists it as a user
     killed.wait()
     last, joined = use_embedded(data_dir)
     assert joined == postmaster
     assert last.wait(timeout=60) == 0
-    deadline = time.monotonic() + 30
-    while psutil.pid_exists(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not psutil.pid_exists(postmaster), "the server outlived the last process using it"
+    await until(lambda: not psutil.pid_exists(postmaster), "the server to stop with its last user", timeout=30)
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()    # stopped cleanly: no recovery next time
 
 
-def test_a_recovery_longer_than_pg_ctl_waits_is_waited_for(crashed_data_dir, monkeypatch):
+async def test_a_recovery_longer_than_pg_ctl_waits_is_waited_for(crashed_data_dir, monkeypatch):
     import pgserver.postgres_server
 
     real_pg_ctl = pgserver.postgres_server.pg_ctl
@@ -123,22 +119,13 @@ def test_a_recovery_longer_than_pg_ctl_waits_is_waited_for(crashed_data_dir, mon
     url = database.embedded_database_url(crashed_data_dir)
     try:
         assert gave_up, "the start did not go through pg_ctl giving up"
-        notes = asyncpg_fetch(url, "SELECT note FROM kept")
-        assert notes == ["written before the crash"]
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT string_agg(note, '|') FROM kept") == "written before the crash"
+        finally:
+            await conn.close()
         log = (crashed_data_dir / "pgdata" / "log").read_text()
         assert "not properly shut down; automatic recovery in progress" in log
     finally:
         pgserver.get_server(crashed_data_dir / "pgdata").cleanup()   # stops it: this process holds the last handle
 
-
-def asyncpg_fetch(url: str, query: str) -> list:
-    import asyncio
-
-    async def fetch():
-        conn = await asyncpg.connect(url)
-        try:
-            return [row[0] for row in await conn.fetch(query)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
