@@ -119,6 +119,7 @@ async def test_a_finished_run_replays_from_the_log_and_resumes_after_any_id(clie
         before = [f for f in full if f[0] is not None and int(f[0]) <= cut]
         assert text_of(before) + text_of(rest) == ANSWER
         assert all(int(i) > cut for i, _, _ in rest if i is not None)
+        assert await sse(client, "GET", f"{path}?after={cut}") == rest      # the same resume for a URL alone
     status, body = await client.call("GET", path, params={"after": "abc"})
     assert status == 400
 
