@@ -69,6 +69,7 @@ class AgentCreated(Event):
     temperature: float | None = None
     top_p: float | None = None
     response_format: str | JSON | None = None
+    reasoning_effort: str | None = None
 
 
 class AgentUpdated(Event):
@@ -84,6 +85,7 @@ class AgentUpdated(Event):
     temperature: float | None | UnsetType = UNSET
     top_p: float | None | UnsetType = UNSET
     response_format: str | JSON | None | UnsetType = UNSET
+    reasoning_effort: str | None | UnsetType = UNSET
 
 
 class AgentDeleted(Event):
@@ -182,6 +184,7 @@ class RunCreated(Event):
     response_format: str | JSON | None = "auto"
     tool_choice: str | JSON | None = "auto"
     parallel_tool_calls: bool = True
+    reasoning_effort: str | None = None
 
 
 class RunStarted(Event):

@@ -27,6 +27,7 @@ class Assistant(msgspec.Struct):
     temperature: float | None = None
     top_p: float | None = None
     response_format: str | JSON | None = None
+    reasoning_effort: str | None = None
     object: Literal["assistant"] = "assistant"
 
 
@@ -94,6 +95,7 @@ class Run(msgspec.Struct):
     response_format: str | JSON | None = "auto"
     tool_choice: str | JSON | None = "auto"
     parallel_tool_calls: bool = True
+    reasoning_effort: str | None = None
     object: Literal["thread.run"] = "thread.run"
 
 
@@ -137,6 +139,7 @@ def assistant_from(e: AgentCreated) -> Assistant:
         instructions=e.instructions, tools=e.tools, tool_resources=e.tool_resources,
         metadata=e.metadata, temperature=e.temperature, top_p=e.top_p,
         response_format=e.response_format if e.response_format is not None else "auto",
+        reasoning_effort=e.reasoning_effort,
     )
 
 
@@ -159,6 +162,7 @@ def run_from(e: RunCreated) -> Run:
         metadata=e.metadata, temperature=e.temperature, top_p=e.top_p, max_prompt_tokens=e.max_prompt_tokens,
         max_completion_tokens=e.max_completion_tokens, truncation_strategy=e.truncation_strategy,
         response_format=e.response_format, tool_choice=e.tool_choice, parallel_tool_calls=e.parallel_tool_calls,
+        reasoning_effort=e.reasoning_effort,
     )
 
 

@@ -37,8 +37,10 @@ class Config:
     run_lease_seconds: float = 15.0
     run_sweep_seconds: float = 1.0
     max_tool_rounds: int = 20
+    allow_unexecuted_tools: bool = False     # store tool types the server does not run (old, lenient behaviour)
     shutdown_grace_seconds: float = 20.0
     stream_keepalive_seconds: float = 15.0
+    poll_wait_seconds: float = 5.0           # an SDK poll of an active run is answered when it ends, or after this
     retention_days: float = 0.0
     retention_sweep_seconds: float = 3600.0
     webhook_allow_http: bool = False
@@ -67,8 +69,10 @@ class Config:
             run_lease_seconds=_float("THREADLINE_RUN_LEASE_SECONDS", 15.0),
             run_sweep_seconds=_float("THREADLINE_RUN_SWEEP_SECONDS", 1.0),
             max_tool_rounds=_int("THREADLINE_MAX_TOOL_ROUNDS", 20),
+            allow_unexecuted_tools=_bool("THREADLINE_ALLOW_UNEXECUTED_TOOLS", False),
             shutdown_grace_seconds=_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", 20.0),
             stream_keepalive_seconds=_float("THREADLINE_STREAM_KEEPALIVE_SECONDS", 15.0),
+            poll_wait_seconds=_float("THREADLINE_POLL_WAIT_SECONDS", 5.0),
             retention_days=_float("THREADLINE_RETENTION_DAYS", 0.0),
             retention_sweep_seconds=_float("THREADLINE_RETENTION_SWEEP_SECONDS", 3600.0),
             webhook_allow_http=_bool("THREADLINE_WEBHOOK_ALLOW_HTTP", False),

@@ -130,6 +130,16 @@ async def app_client(database_url):
     await client.close()
 
 
+@pytest.fixture(scope="session")
+async def lenient_app_client(database_url):
+    """The app with THREADLINE_ALLOW_UNEXECUTED_TOOLS on: tool types it does not run are stored as given."""
+    app = create_app(test_config(allow_unexecuted_tools=True), database_url)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
 async def new_key(db, project: str | None = None) -> str:
     async with db.acquire() as conn:
         _, key = await create_key(conn, project or f"p-{uuid.uuid4().hex[:10]}")
@@ -182,6 +192,11 @@ async def project(db):
 @pytest.fixture
 def client(app_client, project):
     return Client(app_client, project[1])
+
+
+@pytest.fixture
+def lenient_client(lenient_app_client, project):
+    return Client(lenient_app_client, project[1])
 
 
 async def until(check, what: str = "condition", timeout: float = 15.0, interval: float = 0.02):

@@ -38,5 +38,5 @@ async def test_readme_example_runs(code, service, db, tmp_path):
                                      capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"example failed:\n{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     # the examples print the conversation and the downloaded file
-    assert "Summarise the attached notes." in result.stdout, result.stdout
+    assert "Keep the notes in notes.txt." in result.stdout, result.stdout
     assert "Threadline keeps every event." in result.stdout, result.stdout

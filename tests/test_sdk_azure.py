@@ -163,14 +163,14 @@ def test_messages_create_list_get_update(client, log, tmp_path):
         MessageInputTextBlock(text="Describe these pictures."),
         MessageInputImageUrlBlock(image_url=MessageImageUrlParam(url="https://example.com/a.png", detail="high")),
         MessageInputImageFileBlock(image_file=MessageImageFileParam(file_id=image_file.id, detail="low")),
-    ], attachments=[MessageAttachment(file_id=image_file.id, tools=[{"type": "file_search"}])])
+    ], attachments=[MessageAttachment(file_id=image_file.id, tools=[])])
     assert [c.type for c in blocks.content] == ["text", "image_url", "image_file"]
     assert blocks.content[0].text.value == "Describe these pictures."
     # Azure has no output class for image_url parts; the raw mapping is still there
     assert blocks.content[1]["image_url"] == {"url": "https://example.com/a.png", "detail": "high"}
     assert blocks.image_contents[0].image_file.file_id == image_file.id
     assert blocks.attachments[0].file_id == image_file.id
-    assert blocks.attachments[0].tools == [{"type": "file_search"}]
+    assert blocks.attachments[0].tools == []
 
     answer = client.messages.create(thread.id, role=MessageRole.AGENT, content="It is sunny.")
     more = [client.messages.create(thread.id, role="user", content=f"follow-up {i}").id for i in range(2)]

@@ -53,7 +53,7 @@ def test_assistant_create_retrieve_update_delete(client):
     assistant = client.beta.assistants.create(
         model="gpt-4o", name="helper", instructions="Be brief.", description="test assistant",
         temperature=0.3, top_p=0.8, metadata={"team": "sdk"}, response_format={"type": "json_object"},
-        tools=[{"type": "code_interpreter"},
+        tools=[{"type": "function", "function": {"name": "fetch"}},
                {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
                                                                                    "properties": {}}}}])
     assert assistant.id.startswith("asst_") and assistant.object == "assistant"
@@ -61,7 +61,7 @@ def test_assistant_create_retrieve_update_delete(client):
         ("helper", "gpt-4o", "Be brief.", "test assistant")
     assert assistant.metadata == {"team": "sdk"} and assistant.temperature == 0.3 and assistant.top_p == 0.8
     assert assistant.response_format.type == "json_object"
-    assert [t.type for t in assistant.tools] == ["code_interpreter", "function"]
+    assert [t.type for t in assistant.tools] == ["function", "function"]
     assert assistant.tools[1].function.name == "lookup"
     assert isinstance(assistant.created_at, int)
 
@@ -133,12 +133,12 @@ def test_messages_create_list_retrieve_update_delete(client, log):
         {"type": "text", "text": "Compare these."},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}},
         {"type": "image_file", "image_file": {"file_id": image.id}},
-    ], attachments=[{"file_id": image.id, "tools": [{"type": "code_interpreter"}]}])
+    ], attachments=[{"file_id": image.id, "tools": []}])
     assert [c.type for c in blocks.content] == ["text", "image_url", "image_file"]
     assert blocks.content[1].image_url.url == "https://example.com/cat.png"
     assert blocks.content[1].image_url.detail == "high"
     assert blocks.content[2].image_file.file_id == image.id
-    assert blocks.attachments[0].file_id == image.id and blocks.attachments[0].tools[0].type == "code_interpreter"
+    assert blocks.attachments[0].file_id == image.id and blocks.attachments[0].tools == []
 
     rest = [client.beta.threads.messages.create(thread.id, role="assistant" if i == 0 else "user",
                                                 content=f"m{i}").id for i in range(3)]

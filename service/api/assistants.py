@@ -12,7 +12,7 @@ from service.actors import execute
 from service.api.errors import not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import (
-    CreateAssistantRequest, UpdateAssistantRequest, check_response_format, check_tools,
+    CreateAssistantRequest, UpdateAssistantRequest, check_response_format, check_tool_resources, check_tools,
 )
 from service.domain import agent
 from service.ids import new_id, now
@@ -24,14 +24,17 @@ def _stream(agent_id: str) -> str:
 
 async def create_assistant(request: web.Request, body: CreateAssistantRequest) -> web.Response:
     ctx = ctx_of(request)
-    check_tools(body.tools)
+    lenient = services(request).config.allow_unexecuted_tools
+    check_tools(body.tools, allow_unexecuted=lenient)
+    check_tool_resources(body.tool_resources, allow_unexecuted=lenient)
     check_response_format(body.response_format)
     agent_id = new_id("asst_")
     created = AgentCreated(
         agent_id=agent_id, project=ctx.project, created_at=now(), model=body.model, name=body.name,
         description=body.description, instructions=body.instructions, tools=body.tools,
         tool_resources=body.tool_resources or {}, metadata=body.metadata or {},
-        temperature=body.temperature, top_p=body.top_p, response_format=body.response_format)
+        temperature=body.temperature, top_p=body.top_p, response_format=body.response_format,
+        reasoning_effort=body.reasoning_effort)
     tl = services(request)
     await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
                   agent.CreateAgent(created), ctx.meta("create_assistant"))
@@ -54,8 +57,11 @@ async def get_assistant(request: web.Request) -> web.Response:
 async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -> web.Response:
     ctx = ctx_of(request)
     agent_id = request.match_info["assistant_id"]
+    lenient = services(request).config.allow_unexecuted_tools
     if body.tools is not msgspec.UNSET:
-        check_tools(body.tools)
+        check_tools(body.tools, allow_unexecuted=lenient)
+    if body.tool_resources is not msgspec.UNSET:
+        check_tool_resources(body.tool_resources, allow_unexecuted=lenient)
     if body.response_format is not msgspec.UNSET:
         check_response_format(body.response_format)
     fields = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET}

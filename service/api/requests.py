@@ -31,6 +31,9 @@ ToolResources = dict[str, Any]
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 TopP = Annotated[float, Meta(ge=0, le=1)]
 ResponseFormat = str | dict[str, Any]
+# Every value of the current openai SDK's ReasoningEffort; null means "the model's default".
+ReasoningEffort = Annotated[Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"], Meta(
+    description="Effort a reasoning model spends; sent to the provider as given.")]
 Text = Annotated[str, Meta(max_length=256_000)]
 
 
@@ -49,6 +52,7 @@ class CreateAssistantRequest(Body):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class UpdateAssistantRequest(Body):
@@ -62,6 +66,7 @@ class UpdateAssistantRequest(Body):
     temperature: Temperature | None | UnsetType = UNSET
     top_p: TopP | None | UnsetType = UNSET
     response_format: ResponseFormat | None | UnsetType = UNSET
+    reasoning_effort: ReasoningEffort | None | UnsetType = UNSET
 
 
 class InputText(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
@@ -105,12 +110,27 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESPONSE_FORMATS = {"text", "json_object", "json_schema"}
 
 
-def check_tools(tools: list[dict[str, Any]], param: str = "tools") -> None:
-    """Tools are kept as given (Azure has types OpenAI lacks), but their shape must hold."""
+# The tool types this server runs. Anything else is refused where it is given (tools, tool_resources,
+# message attachments) instead of being stored and silently left out of every run, unless the
+# operator opts into that (THREADLINE_ALLOW_UNEXECUTED_TOOLS). Types join this set as they are built.
+EXECUTED_TOOL_TYPES: tuple[str, ...] = ("function",)
+
+
+def _unexecuted(kind: str, param: str) -> ApiError:
+    supported = ", ".join(f"'{t}'" for t in EXECUTED_TOOL_TYPES)
+    return ApiError(400, f"Invalid value: '{kind[:64]}'. Supported values are: {supported}. This server does not "
+                    f"run '{kind[:64]}' tools.", param=param, code="invalid_value")
+
+
+def check_tools(tools: list[dict[str, Any]], param: str = "tools", *, allow_unexecuted: bool = False) -> None:
+    """Every tool must be one this server runs (or, with allow_unexecuted, at least well-formed), and
+    function tools must have a valid shape."""
     for i, tool in enumerate(tools):
         kind = tool.get("type")
         if not isinstance(kind, str) or not kind:
             raise ApiError(400, f"Missing required parameter: '{param}[{i}].type'.", param=f"{param}[{i}].type")
+        if kind not in EXECUTED_TOOL_TYPES and not allow_unexecuted:
+            raise _unexecuted(kind, f"{param}[{i}].type")
         if kind == "function":
             fn = tool.get("function")
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
@@ -123,6 +143,31 @@ def check_tools(tools: list[dict[str, Any]], param: str = "tools") -> None:
             if "parameters" in fn and not isinstance(fn["parameters"], dict):
                 raise ApiError(400, f"Invalid type for '{param}[{i}].function.parameters': expected an object.",
                                param=f"{param}[{i}].function.parameters")
+
+
+def check_tool_resources(resources: dict[str, Any] | None, param: str = "tool_resources", *,
+                         allow_unexecuted: bool = False) -> None:
+    """Resources are for the tools this server runs; a resource of any other tool would never be used."""
+    if allow_unexecuted:
+        return
+    for name in resources or {}:
+        if name not in EXECUTED_TOOL_TYPES:
+            raise _unexecuted(name, f"{param}.{name[:64]}")
+
+
+def check_attachments(attachments: list[Attachment], param: str = "attachments", *,
+                      allow_unexecuted: bool = False) -> None:
+    """An attachment names the tools that read the file: they must be tools this server runs."""
+    if allow_unexecuted:
+        return
+    for i, attachment in enumerate(attachments):
+        for j, tool in enumerate(attachment.tools):
+            kind = tool.get("type")
+            if not isinstance(kind, str) or not kind:
+                raise ApiError(400, f"Missing required parameter: '{param}[{i}].tools[{j}].type'.",
+                               param=f"{param}[{i}].tools[{j}].type")
+            if kind not in EXECUTED_TOOL_TYPES:
+                raise _unexecuted(kind, f"{param}[{i}].tools[{j}].type")
 
 
 def check_response_format(value: Any, param: str = "response_format") -> None:
@@ -165,7 +210,7 @@ class RunSettings(Body):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None   # accepted, not used
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class CreateRunRequest(RunSettings):

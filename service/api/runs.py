@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from aiohttp import web
 
@@ -13,13 +15,18 @@ from service.api.messages import new_message
 from service.api.streams import sdk_stream
 from service.api.requests import (
     CreateRunRequest, CreateThreadAndRunRequest, RunSettings, SubmitToolOutputsRequest, UpdateRunRequest,
-    check_response_format, check_tool_choice, check_tools,
+    check_response_format, check_tool_choice, check_tool_resources, check_tools,
 )
 from service.domain import run as runs
 from service.domain import thread
 from service.ids import new_id, now
 
 INCLUDABLE = {"step_details.tool_calls[*].file_search.results[*].content"}
+# The SDKs' pollers (openai `poll`, `create_and_poll`, ...) send this header, keep polling while a
+# run is in one of POLLED, and sleep what `openai-poll-after-ms` says between polls.
+POLL_HELPER = "X-Stainless-Poll-Helper"
+POLL_AFTER = "openai-poll-after-ms"
+POLLED = frozenset({"queued", "in_progress", "cancelling"})
 
 
 def _check_include(request: web.Request) -> list[str]:
@@ -40,7 +47,12 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
         raise ApiError(404, f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
     assistant = msgspec.json.decode(raw)
     tools = body.tools if body.tools is not None else assistant.get("tools") or []
-    check_tools(tools)
+    tool_resources = body.tool_resources if body.tool_resources is not None else assistant.get("tool_resources") or {}
+    # Also the assistant's own tools: one stored before this server refused what it does not run
+    # (or under THREADLINE_ALLOW_UNEXECUTED_TOOLS) must not run as if it had none.
+    lenient = services(request).config.allow_unexecuted_tools
+    check_tools(tools, allow_unexecuted=lenient)
+    check_tool_resources(tool_resources, allow_unexecuted=lenient)
     check_tool_choice(body.tool_choice, tools)
     check_response_format(body.response_format)
     instructions = body.instructions if body.instructions is not None else assistant.get("instructions") or ""
@@ -56,7 +68,7 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
         run_id=new_id("run_"), thread_id=thread_id, assistant_id=body.assistant_id, created_at=created,
         expires_at=created + services(request).config.run_expiry_seconds,
         model=body.model or assistant["model"], instructions=instructions, tools=tools,
-        tool_resources=body.tool_resources if body.tool_resources is not None else assistant.get("tool_resources") or {},
+        tool_resources=tool_resources,
         metadata=body.metadata or {},
         temperature=body.temperature if body.temperature is not None else assistant.get("temperature"),
         top_p=body.top_p if body.top_p is not None else assistant.get("top_p"),
@@ -66,6 +78,8 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
         else assistant.get("response_format") or "auto",
         tool_choice=body.tool_choice if body.tool_choice is not None else "auto",
         parallel_tool_calls=body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
+        reasoning_effort=body.reasoning_effort if body.reasoning_effort is not None
+        else assistant.get("reasoning_effort"),
     )
 
 
@@ -90,6 +104,9 @@ async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRe
     thread_id = new_id("thread_")
     run = await _run_created(request, thread_id, body)      # refuses a bad request before anything is made
     spec = body.thread
+    if spec is not None:
+        check_tool_resources(spec.tool_resources, "thread.tool_resources",
+                             allow_unexecuted=services(request).config.allow_unexecuted_tools)
     created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
                             metadata=(spec.metadata if spec else None) or {},
                             tool_resources=(spec.tool_resources if spec else None) or {})
@@ -110,7 +127,18 @@ async def _current_run(request: web.Request, thread_id: str, run_id: str) -> web
         if not await queries.thread_exists(services(request).db, ctx_of(request).project, thread_id):
             raise not_found("thread", thread_id)
         raise not_found("run", run_id)
-    return raw_ok(data)
+    response = raw_ok(data)
+    fields = _poll_fields.decode(data)
+    response.headers[POLL_AFTER] = str(poll_after_ms(fields.status, fields.created_at))
+    return response
+
+
+class _PollFields(msgspec.Struct):
+    status: str = ""
+    created_at: int = 0
+
+
+_poll_fields = msgspec.json.Decoder(_PollFields)
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -124,7 +152,39 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return await _current_run(request, request.match_info["thread_id"], request.match_info["run_id"])
+    thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
+    if request.headers.get(POLL_HELPER) == "true":
+        await _until_poll_ends(request, thread_id, run_id)
+    return await _current_run(request, thread_id, run_id)
+
+
+async def _until_poll_ends(request: web.Request, thread_id: str, run_id: str) -> None:
+    """For an SDK poller: answer once the run leaves the statuses it polls in, or after
+    THREADLINE_POLL_WAIT_SECONDS, so a poll costs one round trip however short the run is, and
+    polling ends as soon as the run does instead of a sleep later."""
+    tl = services(request)
+    project = ctx_of(request).project
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + tl.config.poll_wait_seconds
+    sub = tl.hub.subscribe(f"thread-{thread_id}")      # before the first look: no change slips by
+    try:
+        while (await queries.run_status(tl.db, project, thread_id, run_id)) in POLLED:
+            left = deadline - loop.time()
+            if left <= 0 or sub.closing:
+                return
+            await sub.wait(left)
+            sub.take()
+    finally:
+        tl.hub.unsubscribe(sub)
+
+
+def poll_after_ms(status: str | None, created_at: int | None = None) -> int:
+    """How long a poller should wait before asking again: a tenth of the run's age, from 25 ms for a
+    new run to 1 s for one that has been going for ten seconds or more."""
+    if status not in POLLED:
+        return 1000
+    age = max(0, now() - created_at) if created_at else 0
+    return min(1000, max(25, age * 100))
 
 
 async def update_run(request: web.Request, body: UpdateRunRequest) -> web.Response:
@@ -166,11 +226,14 @@ async def list_steps(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
     db = services(request).db
-    if await queries.run_status(db, ctx.project, thread_id, run_id) is None:
+    status = await queries.run_status(db, ctx.project, thread_id, run_id)
+    if status is None:
         if not await queries.thread_exists(db, ctx.project, thread_id):
             raise not_found("thread", thread_id)
         raise not_found("run", run_id)
-    return raw_ok((await queries.list_steps(db, ctx.project, thread_id, run_id, page_request(request))).to_json())
+    response = raw_ok((await queries.list_steps(db, ctx.project, thread_id, run_id, page_request(request))).to_json())
+    response.headers[POLL_AFTER] = str(poll_after_ms(status))
+    return response
 
 
 async def get_step(request: web.Request) -> web.Response:
@@ -186,5 +249,7 @@ async def get_step(request: web.Request) -> web.Response:
                 raise not_found("thread", thread_id)
             raise not_found("run", run_id)
         raise not_found("run step", step_id)
-    return raw_ok(data)
+    response = raw_ok(data)
+    response.headers[POLL_AFTER] = str(poll_after_ms(await queries.run_status(db, ctx.project, thread_id, run_id)))
+    return response
 

@@ -26,6 +26,7 @@ class ModelRequest(msgspec.Struct, kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None               # completion tokens this call may produce
+    reasoning_effort: str | None = None         # for reasoning models: "low", "high", ... as the run has it
     # (encoding, count_messages(messages, encoding)) when the caller has counted them already
     counted: tuple[str, int] | None = None
 

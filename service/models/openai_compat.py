@@ -111,6 +111,8 @@ class OpenAICompatProvider:
             body["top_p"] = request.top_p
         if request.max_tokens is not None:
             body[self.max_tokens_param] = request.max_tokens
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:

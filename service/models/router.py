@@ -10,8 +10,10 @@
                            "encoding": "qwen3", "context_window": 32768}}}
 
   `model` is the name the server knows (default: the table's name). Without `api_key_env` the
-  server gets a placeholder key (local servers need none). Optional: `max_tokens_param`
-  ("max_tokens" | "max_completion_tokens"), `connect_timeout`, `read_timeout` (seconds), `max_attempts`,
+  server gets a placeholder key (local servers need none). Optional: `reasoning` (whether it is a
+  reasoning model; default from the name: OpenAI's o-series and gpt-5 family are), `max_tokens_param`
+  ("max_tokens" | "max_completion_tokens"; default: max_completion_tokens for reasoning models, which
+  refuse max_tokens, and max_tokens otherwise, which vLLM, Ollama and llama.cpp read), `connect_timeout`, `read_timeout` (seconds), `max_attempts`,
   `retry_base_delay`, `retry_max_delay` (seconds).
 - any other name: the OpenAI-compatible server of OPENAI_BASE_URL (default OpenAI's) with
   OPENAI_API_KEY, the name passed as it is.
@@ -23,6 +25,7 @@ environment when a provider is made and never logged.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,7 +53,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     context_window: int = 128_000
     encoding: str = "o200k_base"
     model: str | None = None
-    max_tokens_param: MaxTokensParam = "max_tokens"
+    reasoning: bool | None = None               # None: by the model's name (is_reasoning_model)
+    max_tokens_param: MaxTokensParam | None = None  # None: by `reasoning`
     # Unset: the router's defaults.
     connect_timeout: float | None = None
     read_timeout: float | None = None
@@ -75,6 +79,21 @@ def load_models_file(path: str | os.PathLike[str]) -> dict[str, ModelConfig]:
         except ValueError as error:
             raise ValueError(f"{MODELS_ENV} file {str(path)!r}, model {name!r}: {error}") from None
     return table
+
+
+_REASONING_NAMES = re.compile(r"^(?:o\d+|gpt-5)(?:$|[-.])")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether a model name is one of OpenAI's reasoning models (o1, o3-mini, o4-mini, gpt-5, gpt-5.1, ...)."""
+    return bool(_REASONING_NAMES.match(model.rsplit("/", 1)[-1].lower()))
+
+
+def max_tokens_param(model: str, reasoning: bool | None = None, given: MaxTokensParam | None = None) -> MaxTokensParam:
+    """Which field limits the completion: reasoning models take max_completion_tokens only."""
+    if given is not None:
+        return given
+    return "max_completion_tokens" if (is_reasoning_model(model) if reasoning is None else reasoning) else "max_tokens"
 
 
 def default_encoding(model: str) -> str:
@@ -133,7 +152,7 @@ class ModelRouter:
         encoding = default_encoding(name)
         provider = OpenAICompatProvider.create(
             model=name, api_key=self.default_api_key or NO_KEY, base_url=self.default_base_url,
-            encoding=encoding, timeouts=self.timeouts, retry=self.retry)
+            encoding=encoding, timeouts=self.timeouts, retry=self.retry, max_tokens_param=max_tokens_param(name))
         return provider, ModelInfo(encoding=encoding)
 
     def _configured(self, name: str, config: ModelConfig) -> tuple[Provider, ModelInfo]:
@@ -146,7 +165,8 @@ class ModelRouter:
         provider = OpenAICompatProvider.create(
             model=config.model or name, api_key=api_key, base_url=config.base_url,
             azure_deployment=config.azure_deployment, api_version=config.api_version,
-            encoding=config.encoding, max_tokens_param=config.max_tokens_param,
+            encoding=config.encoding,
+            max_tokens_param=max_tokens_param(config.model or name, config.reasoning, config.max_tokens_param),
             timeouts=Timeouts(connect=_given(config.connect_timeout, self.timeouts.connect),
                               read=_given(config.read_timeout, self.timeouts.read)),
             retry=RetryPolicy(attempts=_given(config.max_attempts, self.retry.attempts),

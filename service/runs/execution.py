@@ -174,6 +174,7 @@ class Execution:
             parallel_tool_calls=run.get("parallel_tool_calls") if tools else None,
             response_format=run["response_format"] if isinstance(run.get("response_format"), dict) else None,
             temperature=run.get("temperature"), top_p=run.get("top_p"), max_tokens=remaining,
+            reasoning_effort=run.get("reasoning_effort"),
             counted=(info.encoding, message_tokens))
         calls, finished, usage = await self._stream(provider.stream(request), run)
         if usage is None:
