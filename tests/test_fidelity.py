@@ -236,3 +236,33 @@ def test_create_and_poll_ends_with_the_run_in_one_poll(service, db_key):
         run = oa.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     assert run.status == "completed"
     assert len(gets) == 1 and gets[0].headers["x-stainless-poll-helper"] == "true"
+
+
+# --- cursors -------------------------------------------------------------------------------------
+
+async def test_a_cursor_naming_another_tenants_object_pages_like_an_unknown_id(client, db, app_client):
+    """A cursor is a position in the id order, never looked up: naming an object of another thread or
+    another project gives exactly the page an unknown id at that position gives (nothing to learn)."""
+    other = Client(app_client, await new_key(db))
+    mine = (await client.ok("POST", "/threads"))["id"]
+    sibling = (await client.ok("POST", "/threads"))["id"]
+    foreign_thread = (await other.ok("POST", "/threads"))["id"]
+    ids = []
+    for i in range(6):
+        ids.append((await client.ok("POST", f"/threads/{mine}/messages", {"role": "user", "content": f"m{i}"}))["id"])
+        if i in (1, 3):
+            ids.append((await client.ok("POST", f"/threads/{sibling}/messages", {"role": "user", "content": "s"}))["id"])
+            ids.append((await other.ok("POST", f"/threads/{foreign_thread}/messages",
+                                       {"role": "user", "content": "o"}))["id"])
+    strangers = [i for i in ids if i not in
+                 {m["id"] for m in (await client.ok("GET", f"/threads/{mine}/messages", params={"limit": "100"}))["data"]}]
+    assert len(strangers) == 4
+    for cursor in strangers:
+        unknown = cursor[:-1] + ("a" if cursor[-1] != "a" else "b")     # no object has this id
+        for params in ({"after": cursor}, {"before": cursor}, {"after": cursor, "order": "asc"},
+                       {"before": cursor, "order": "asc", "limit": "2"}):
+            seen = await client.ok("GET", f"/threads/{mine}/messages", params=params)
+            same = await client.ok("GET", f"/threads/{mine}/messages", params={**params, **{
+                k: unknown for k in ("after", "before") if k in params}})
+            assert seen == same, (params, seen, same)
+            assert all(m["thread_id"] == mine for m in seen["data"])
