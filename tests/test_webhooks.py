@@ -409,6 +409,29 @@ def test_address_policy():
     assert strict.address_allowed(ipaddress.ip_address("8.8.8.8"))
 
 
+@pytest.mark.parametrize("address,reaches", [
+    ("::127.0.0.1", "loopback, IPv4-compatible form"),
+    ("::ffff:127.0.0.1", "loopback, IPv4-mapped form"),
+    ("64:ff9b::7f00:1", "loopback through NAT64"),
+    ("64:ff9b::a9fe:a9fe", "the metadata service through NAT64"),
+    ("64:ff9b:1::a00:1", "a site's own NAT64 prefix"),
+    ("2002:7f00:1::1", "loopback through 6to4"),
+    ("2002:a9fe:a9fe::1", "the metadata service through 6to4"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback as a Teredo client"),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1 as a Teredo client"),
+])
+async def test_ipv6_transition_forms_are_judged_by_the_ipv4_address_they_reach(address, reaches):
+    strict = AddressPolicy.parse(False, "")
+    with pytest.raises(AddressRefused, match="refused address"):
+        strict.check_url(f"https://[{address}]/hook")
+    with pytest.raises(AddressRefused, match="refused"):
+        await allowed_addresses(strict, address, 443)
+    # the same forms of a public address still go through
+    import ipaddress
+    assert strict.address_allowed(ipaddress.ip_address("64:ff9b::808:808"))
+    assert strict.address_allowed(ipaddress.ip_address("2002:808:808::1"))
+
+
 async def test_the_resolver_drops_refused_addresses_at_connect_time():
     """A name that resolves to an internal address (DNS rebinding, or `localhost`) never connects."""
     with pytest.raises(AddressRefused, match="refused"):

@@ -32,10 +32,16 @@ class AddressPolicy:
         return cls(allow_http, nets)
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self.allowed_networks):
             return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip in _NAT64_LOCAL:
+                return False        # a site's own translator: where its IPv4 address sits is the site's choice
+            embedded = _embedded_ipv4(ip)
+            if embedded is not None:
+                # An IPv6 form that reaches an IPv4 address (mapped, compatible, NAT64, 6to4,
+                # Teredo) is judged by that address: [::127.0.0.1] is loopback.
+                return self.address_allowed(embedded)
         # Not global covers loopback, private, link-local (169.254.169.254, the cloud metadata
         # service), shared (100.64/10), unique-local (fd00:ec2::254), reserved and unspecified.
         return ip.is_global and not ip.is_multicast
@@ -74,6 +80,24 @@ class AddressPolicy:
         if refused:
             raise AddressRefused(f"resolves to a refused address ({refused[0]}): loopback, private, link-local "
                                  "and metadata addresses are not allowed")
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")          # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")   # RFC 8215 local-use prefix
+_COMPATIBLE = ipaddress.ip_network("::/96")             # deprecated IPv4-compatible ::a.b.c.d
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition form carries, if it is one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]         # the client, where the packets go
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):     # :: and ::1 are IPv6's own
+        return ipaddress.IPv4Address(ip.packed[12:])
+    return None
 
 
 def _literal(host: str) -> IPAddress | None:
