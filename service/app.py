@@ -71,14 +71,21 @@ class Services:
 async def api_middleware(request: web.Request, handler):
     """Request id, authentication, the error envelope and the request log: one layer, since each
     middleware layer costs every request."""
-    request_id = request.headers.get("x-request-id") or request.headers.get("x-ms-client-request-id") \
-        or f"req_{next(_request_numbers):x}{_process_tag}"
+    # aiohttp hands undecodable header bytes over as surrogates, which no log line or database
+    # column can hold: such a request is refused (and logged) before anything reads them.
+    unreadable = next((name for name in _TEXT_HEADERS if not _utf8(request.headers.get(name, ""))), None)
+    request_id = None if unreadable else request.headers.get("x-request-id") or request.headers.get(
+        "x-ms-client-request-id")
+    request_id = request_id or f"req_{next(_request_numbers):x}{_process_tag}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id[:64])
     request[REQUEST_ID] = request_id[:64]
     started = time.perf_counter()
     failed = True
     try:
+        if unreadable is not None:
+            log.warning("header_not_utf8", header=unreadable)
+            raise ApiError(400, f"Invalid '{unreadable}' header: it is not valid UTF-8.", param=unreadable)
         if request.path not in PUBLIC and not request.path.startswith("/static/"):
             await _authenticate(request)
             if idempotency.applies(request):
@@ -112,6 +119,18 @@ async def api_middleware(request: web.Request, handler):
     log.info("request", method=request.method, path=request.path, status=response.status,
              ms=round((time.perf_counter() - started) * 1000, 2))
     return response
+
+
+_TEXT_HEADERS = ("x-request-id", "x-ms-client-request-id", "Authorization", "api-key", "traceparent",
+                 "Idempotency-Key", "Last-Event-ID")
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _under_way(request: web.Request) -> bool:

@@ -237,3 +237,23 @@ async def test_the_largest_versions_are_fine(world):
     assert page["data"] == [] and page["has_more"] is False
     assert (await c.ok("GET", f"/threads/{t}", params={"as_of": "999999999999"}))["id"] == t
     assert (await c.ok("GET", "/threads", params={"limit": "100", "after": "z" * 128}))["object"] == "list"
+
+
+@pytest.mark.parametrize("header", ["x-request-id", "Authorization", "api-key"])
+async def test_a_header_that_is_not_utf8_is_a_logged_400(app_client, project, header, capsys):
+    """A key guess or request id in bytes that are not UTF-8 gets a 400 and a log line, never a 500."""
+    value = b"Bearer tl-\xff\xfe\xfd" if header == "Authorization" else b"\xff\xfe\xfd-guess"
+    key = f"Authorization: Bearer {project[1]}\r\n".encode() if header != "Authorization" else b""
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_client.server.port)
+    writer.write(b"GET /v1/assistants HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + key +
+                 header.encode() + b": " + value + b"\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    error = json.loads(body)["error"]
+    assert error["param"] == header and "UTF-8" in error["message"]
+    logged = capsys.readouterr()
+    line = next(ln for ln in (logged.out + logged.err).splitlines() if "header_not_utf8" in ln)
+    assert header in line and "\udcff" not in line and "\xff" not in line
