@@ -390,7 +390,9 @@ async def test_an_endpoint_that_does_not_answer_in_time_is_a_failed_attempt(rece
     finally:
         await dispatcher.client.close()
     assert status is None and error == "timed out" and 250 <= ms and took < 2.0
-    assert closed_error is not None and "could not connect" in closed_error   # nothing listening: failed too
+    # Nothing listening: failed too, and said in words that tell a closed port from no other failure
+    # to connect (no port scanning through webhooks).
+    assert closed_error == "could not connect to the endpoint"
 
 
 # -- where webhooks may go (pure and resolver) ---------------------------------------------------
@@ -407,6 +409,14 @@ def test_address_policy():
     assert not loose.address_allowed(ipaddress.ip_address("10.0.0.1"))
     assert not strict.address_allowed(ipaddress.ip_address("224.0.0.1"))
     assert strict.address_allowed(ipaddress.ip_address("8.8.8.8"))
+
+
+async def test_a_refused_name_does_not_say_what_it_resolved_to(client):
+    """Creating a webhook must not become a DNS oracle for names inside the server's network."""
+    status, body = await client.call("POST", "/webhooks", {"url": "https://localhost:8443/hook", "events": ["*"]})
+    assert status == 400 and body["error"]["param"] == "url"
+    assert "127.0.0.1" not in body["error"]["message"] and "::1" not in body["error"]["message"]
+    assert "refused address" in body["error"]["message"]
 
 
 @pytest.mark.parametrize("address,reaches", [

@@ -76,9 +76,10 @@ class AddressPolicy:
             found = await _resolve(host, None)
         except OSError:
             raise AddressRefused(f"has a host name that does not resolve ({host})") from None
-        refused = sorted(a for a in found if not self.address_allowed(ipaddress.ip_address(a)))
-        if refused:
-            raise AddressRefused(f"resolves to a refused address ({refused[0]}): loopback, private, link-local "
+        # Which address it resolved to is not said: an answer naming it would let anyone resolve
+        # names inside the server's network (a DNS oracle).
+        if any(not self.address_allowed(ipaddress.ip_address(a)) for a in found):
+            raise AddressRefused("resolves to a refused address: loopback, private, link-local "
                                  "and metadata addresses are not allowed")
 
 

@@ -43,7 +43,7 @@ from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
 from service.webhooks.store import Delivery
 from service.webhooks.addresses import AddressPolicy, AddressRefused
-from service.webhooks.http import WebhookClient
+from service.webhooks.http import ConnectFailed, WebhookClient
 from service.webhooks.payloads import Outgoing, PayloadBuilder, matches
 from service.webhooks.retry import RetryPolicy, next_attempt_at
 from service.webhooks.signing import signature_header
@@ -219,6 +219,11 @@ class WebhookDispatcher:
             error = f"refused: the URL {exc}"
         except TimeoutError:
             error = "timed out"
+        except ConnectFailed as exc:
+            # Refused, unreachable or silent look alike to the subscriber (no port scanning through
+            # webhooks); the operator's log has the detail.
+            log.info("webhook_connect_failed", webhook_id=sub.id, reason=str(exc))
+            error = "could not connect to the endpoint"
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:  # noqa: BLE001 - an attempt that fails in any way is a failed attempt
