@@ -38,6 +38,8 @@ class EventMetadata(msgspec.Struct, frozen=True, omit_defaults=True):
     api_key_id: str | None = None
     trace_id: str | None = None
     causation: str | None = None
+    client_request_id: str | None = None    # the client's own names, kept apart from the server's
+    client_trace_id: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True):

@@ -20,7 +20,7 @@ from projections.projector import READ_MODELS
 from service import database, erasure, idempotency
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, error_response
-from service.api.http import CTX, REQUEST_ID, SERVICES, Ctx
+from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
 from service.auth import KeyCache
@@ -28,7 +28,7 @@ from service.config import Config
 from service.domain.errors import DomainError
 from service.models import tokens
 from service.models.router import ModelRouter
-from service.observability import current_trace_id, flush_periodically
+from service.observability import client_trace_id, current_trace_id, flush_periodically
 from service.runs.engine import RunEngine
 from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps
@@ -74,12 +74,16 @@ async def api_middleware(request: web.Request, handler):
     # aiohttp hands undecodable header bytes over as surrogates, which no log line or database
     # column can hold: such a request is refused (and logged) before anything reads them.
     unreadable = next((name for name in _TEXT_HEADERS if not _utf8(request.headers.get(name, ""))), None)
-    request_id = None if unreadable else request.headers.get("x-request-id") or request.headers.get(
-        "x-ms-client-request-id")
-    request_id = request_id or f"req_{next(_request_numbers):x}{_process_tag}"
+    # The request id is always the server's own; what a client calls its request is kept apart, so
+    # the log never records a client's claim as the server's word.
+    request_id = f"req_{next(_request_numbers):x}{_process_tag}"
+    client_request_id = None if unreadable else _client_request_id(request)
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id[:64])
-    request[REQUEST_ID] = request_id[:64]
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if client_request_id is not None:
+        structlog.contextvars.bind_contextvars(client_request_id=client_request_id)
+    request[REQUEST_ID] = request_id
+    request[CLIENT_REQUEST_ID] = client_request_id
     started = time.perf_counter()
     failed = True
     try:
@@ -116,6 +120,8 @@ async def api_middleware(request: web.Request, handler):
             request.transport.close()
         return response          # aiohttp finds the connection closed and writes nothing
     response.headers["x-request-id"] = request[REQUEST_ID]
+    if request[CLIENT_REQUEST_ID] is not None and "x-ms-client-request-id" in request.headers:
+        response.headers["x-ms-client-request-id"] = request[CLIENT_REQUEST_ID]     # Azure's convention
     log.info("request", method=request.method, path=request.path, status=response.status,
              ms=round((time.perf_counter() - started) * 1000, 2))
     return response
@@ -123,6 +129,11 @@ async def api_middleware(request: web.Request, handler):
 
 _TEXT_HEADERS = ("x-request-id", "x-ms-client-request-id", "Authorization", "api-key", "traceparent",
                  "Idempotency-Key", "Last-Event-ID")
+
+
+def _client_request_id(request: web.Request) -> str | None:
+    value = request.headers.get("x-request-id") or request.headers.get("x-ms-client-request-id")
+    return value[:128] if value and value.isprintable() else None
 
 
 def _utf8(value: str) -> bool:
@@ -176,7 +187,8 @@ async def _authenticate(request: web.Request) -> None:
     if "thread_id" in request.match_info:
         structlog.contextvars.bind_contextvars(thread_id=request.match_info["thread_id"])
     request[CTX] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request[REQUEST_ID],
-                         trace_id=current_trace_id(request.headers.get("traceparent")))
+                       trace_id=current_trace_id(), client_request_id=request[CLIENT_REQUEST_ID],
+                       client_trace_id=client_trace_id(request.headers.get("traceparent")))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -216,13 +216,18 @@ def configure_tracing() -> None:
     _tracing = True
 
 
-def current_trace_id(traceparent: str | None = None) -> str | None:
-    """The active span's trace id; without tracing, the caller's W3C `traceparent` trace id."""
+def current_trace_id() -> str | None:
+    """The active span's trace id (None without tracing)."""
     if _tracing:
         from opentelemetry import trace
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
             return format(ctx.trace_id, "032x")
+    return None
+
+
+def client_trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a caller's W3C `traceparent`, if it is well formed."""
     if traceparent and len(traceparent) >= 55 and traceparent[2] == "-":
         trace_id = traceparent[3:35]
         if all(c in "0123456789abcdef" for c in trace_id) and trace_id != "0" * 32:

@@ -164,11 +164,11 @@ async def check_threads(pool: asyncpg.Pool, thread_ids) -> dict[str, list[asyncp
     """Each thread's log: versions contiguous from 1; never two active runs at once; every run
     ended exactly once; no message or run recorded twice; the read models hold exactly what the log
     says (messages created and not deleted, runs with the status their last event gave them).
-    Returns each thread's events (type, version, data, request_id)."""
+    Returns each thread's events (type, version, data, request_id: what the client called its request)."""
     out = {}
     for thread_id in thread_ids:
         rows = await pool.fetch(
-            """SELECT type, version, data, metadata->>'request_id' AS request_id FROM events
+            """SELECT type, version, data, metadata->>'client_request_id' AS request_id FROM events
                WHERE stream = $1 ORDER BY version""", f"thread-{thread_id}")
         assert [r["version"] for r in rows] == list(range(1, len(rows) + 1)), f"{thread_id}: versions not contiguous"
         active: str | None = None

@@ -159,3 +159,27 @@ async def test_verify_finds_an_edited_row_and_a_missing_row(api, own_database, t
     assert "missing" in next(str(b) for b in result.breaks if b.stream == f"thread-{other}")
     everything = await asyncio.to_thread(cli, url, "audit", "verify", "--all")
     assert everything.returncode == 1 and everything.stderr.count("BROKEN:") == 2
+
+
+async def test_the_log_records_the_servers_request_id_and_keeps_the_clients_apart(client):
+    """A client can call its request anything and send any traceparent: the log keeps those as the
+    client's words, beside the request id the server gave."""
+    thread = await client.ok("POST", "/threads")
+    forged = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    status, _, headers = await client.raw("POST", f"/threads/{thread['id']}/messages",
+                                          json={"role": "user", "content": "hi"},
+                                          headers={"x-request-id": "req_someone_elses", "traceparent": forged})
+    assert status == 200 and headers["x-request-id"].startswith("req_") and headers["x-request-id"] != "req_someone_elses"
+    events = (await client.ok("GET", f"/threads/{thread['id']}/events", params={"type": "MessageCreated"}))["data"]
+    assert events[0]["request_id"] == headers["x-request-id"]
+    assert events[0]["client_request_id"] == "req_someone_elses"
+    meta = await client_db_metadata(client, thread["id"])
+    assert meta["client_trace_id"] == "ab" * 16 and meta.get("trace_id") != "ab" * 16
+
+
+async def client_db_metadata(client, thread_id: str) -> dict:
+    from service.api.http import SERVICES
+    pool = client.http.server.app[SERVICES].db
+    raw = await pool.fetchval("SELECT metadata::text FROM events WHERE stream = $1 AND type = 'MessageCreated'",
+                              f"thread-{thread_id}")
+    return json.loads(raw)

@@ -27,6 +27,7 @@ class AuditEvent(msgspec.Struct):
     causation: str | None
     data: msgspec.Raw
     hash: str | None
+    client_request_id: str | None = None     # what the client called its request, kept apart
     object: str = "thread.event"
 
 
@@ -67,7 +68,8 @@ async def list_events(request: web.Request) -> web.Response:
         meta = msgspec.json.decode(metadata)
         data.append(AuditEvent(version=version, position=position, type=type_, recorded_at=recorded_at.isoformat(),
                                api_key_id=meta.get("api_key_id"), request_id=meta.get("request_id"),
-                               causation=meta.get("causation"), data=msgspec.Raw(payload.encode()), hash=hash_))
+                               causation=meta.get("causation"), data=msgspec.Raw(payload.encode()), hash=hash_,
+                               client_request_id=meta.get("client_request_id")))
     return json_ok(EventList(data=data, first_id=str(data[0].version) if data else None,
                              last_id=str(data[-1].version) if data else None, has_more=more))
 

@@ -29,16 +29,20 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 class Ctx:
     project: str
     key_id: str
-    request_id: str
-    trace_id: str | None
+    request_id: str                         # the server's own
+    trace_id: str | None                    # the trace the server ran the request in, with tracing on
+    client_request_id: str | None = None    # what the client calls its request (x-request-id), as it said
+    client_trace_id: str | None = None      # the trace id of the client's traceparent, as it said
 
     def meta(self, causation: str) -> EventMetadata:
         return EventMetadata(request_id=self.request_id, project=self.project, api_key_id=self.key_id,
-                             trace_id=self.trace_id, causation=causation)
+                             trace_id=self.trace_id, causation=causation, client_request_id=self.client_request_id,
+                             client_trace_id=self.client_trace_id)
 
 
 CTX = web.RequestKey("ctx", Ctx)
 REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_REQUEST_ID = web.RequestKey("client_request_id", object)
 
 
 def ctx_of(request: web.Request) -> Ctx:
