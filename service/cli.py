@@ -42,17 +42,22 @@ async def _serve(config: Config, host: str, port: int) -> None:
     app = create_app(config, url)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    # No reuse_port: a second server on a port in use must fail, not silently share its traffic.
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise SystemExit(f"threadline serve: cannot listen on {host}:{port}: {error.strerror or error}") from None
     async with app[SERVICES].db.acquire() as conn:
         key = await bootstrap_default_project(conn)
-    if key is not None:
-        print("Created project 'default'. Its API key (shown once):", flush=True)
-        print(key, flush=True)
-    site = web.TCPSite(runner, host, port, reuse_port=True)
-    await site.start()
     # What start-up allocated lives for the whole process: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
     log.info("listening", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
+    if key is not None:     # the last thing start-up prints, so it is easy to find
+        print("\nCreated project 'default'. Its API key, shown this once:", flush=True)
+        print(key, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -137,6 +137,8 @@ async def replay(db: asyncpg.Pool, thread_id: str, fmt: str, as_of: str | None, 
                     out.write(line(r) + "\n")
                 seen += 1
             if len(batch) < 2000:
+                if seen == 0:
+                    raise SystemExit(f"no thread {thread_id} in this database")
                 return seen
             after = batch[-1].version
     finally:
@@ -144,13 +146,17 @@ async def replay(db: asyncpg.Pool, thread_id: str, fmt: str, as_of: str | None, 
 
 
 async def verify(db: asyncpg.Pool, thread_id: str | None, out=sys.stderr) -> bool:
+    # A progress line rewritten in place suits a terminal; a log or a pipe gets no progress lines.
+    terminal = out.isatty()
+
     def progress(v: audit.Verification) -> None:
-        rate = v.events / v.seconds if v.seconds else 0
-        out.write(f"\rverified {v.events:,} events in {v.streams:,} streams ({rate:,.0f}/s)")
-        out.flush()
+        if terminal:
+            rate = v.events / v.seconds if v.seconds else 0
+            out.write(f"\rverified {v.events:,} events in {v.streams:,} streams ({rate:,.0f}/s)")
+            out.flush()
 
     result = await audit.verify(db, f"thread-{thread_id}" if thread_id else None, progress)
-    out.write(f"\rverified {result.events:,} events in {result.streams:,} streams in {result.seconds:.1f} s\n")
+    out.write(f"{chr(13) if terminal else ''}verified {result.events:,} events in {result.streams:,} streams in {result.seconds:.1f} s\n")
     if result.events == 0 and thread_id:
         out.write(f"no events for thread {thread_id}\n")
         return False

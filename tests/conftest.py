@@ -225,6 +225,7 @@ class ServiceProcess:
     def __init__(self, database_url: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
         self.log = tempfile.NamedTemporaryFile(prefix="threadline-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
@@ -248,6 +249,9 @@ class ServiceProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
+        self.output = Path(self.log.name).read_text(errors="replace")   # what it logged, for tests to read after
+        Path(self.log.name).unlink(missing_ok=True)     # tests leave nothing behind in $TMPDIR
 
 
 @pytest.fixture(scope="session")

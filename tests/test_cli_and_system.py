@@ -31,7 +31,7 @@ class Serve:
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = tempfile.NamedTemporaryFile("w+", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(self.port)], cwd=ROOT,
-                                     env=env, stdout=self.out, stderr=subprocess.DEVNULL)
+                                     env=env, stdout=self.out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:
             assert self.proc.poll() is None, "service exited"
@@ -48,6 +48,8 @@ class Serve:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(30)
+        self.out.close()
+        os.unlink(self.out.name)
 
 
 def clean_env(**extra) -> dict:
@@ -67,7 +69,10 @@ async def test_first_start_prints_a_working_key_once_and_keys_create_prints_one_
     env = clean_env(DATABASE_URL=url)
     first = await asyncio.to_thread(Serve, env)
     try:
-        key = first.stdout().strip().splitlines()[-1]
+        # The key is the last thing start-up prints (log lines included), under a label saying what it is.
+        lines = first.stdout().strip().splitlines()
+        key = lines[-1]
+        assert key.startswith("tl-") and "API key" in lines[-2]
         assert (await get_json(first.url + "/v1/threads", key))[0] == 200
         assert (await get_json(first.url + "/v1/threads", key + "x"))[0] == 401
     finally:
@@ -95,6 +100,25 @@ async def test_first_start_prints_a_working_key_once_and_keys_create_prints_one_
         assert not any(team_key in f"{r['id']}{r['project']}" for r in rows)
     finally:
         second.stop()
+
+
+async def test_a_second_server_on_a_port_in_use_fails_and_says_why(service):
+    """With reuse_port two servers shared a port silently and split its traffic between databases."""
+    second = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service", "serve", "--port", str(service.port)], cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": os.environ.get("TEST_DATABASE_URL") or service_database(service)},
+        capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert "address already in use" in (second.stdout + second.stderr).lower()
+
+
+def service_database(service) -> str:
+    return service.database_url
+
+
+async def test_replay_of_an_unknown_thread_fails_with_a_message(database_url):
+    done = await asyncio.to_thread(run_cli, "replay", "thread_doesnotexist", env=clean_env(DATABASE_URL=database_url))
+    assert done.returncode != 0 and "no thread thread_doesnotexist" in done.stderr
 
 
 async def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts():

@@ -227,4 +227,4 @@ async def test_postgres_stopped_for_10_s_under_load(stoppable, tmp_path):
                 await pool.close()
     finally:
         service.stop()
-    assert service.proc.returncode == 0, Path(service.log.name).read_text()[-3000:]
+    assert service.proc.returncode == 0, service.output[-3000:]
