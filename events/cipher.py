@@ -29,6 +29,7 @@ SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "MessageIncomplete": (("content", "*", "text", "value"),),
     "RunCreated": (("instructions",),),
     "RunStepCreated": (("tool_calls", "*", "function", "arguments"),),
+    "ToolCallArgumentsAppended": (("arguments",),),
     "RunRequiredAction": (("tool_calls", "*", "function", "arguments"),),
     "ToolOutputsSubmitted": (("tool_calls", "*", "function", "arguments"),
                              ("tool_calls", "*", "function", "output")),

@@ -226,10 +226,22 @@ class RunStepEnded(Event):
     last_error: JSON | None = None
 
 
+class ToolCallArgumentsAppended(Event):
+    """A piece of a tool call the model is writing into an open tool_calls step (gathered for a few
+    milliseconds). A call's first piece names it: its id and function name."""
+    run_id: str
+    step_id: str
+    index: int                      # the call's place in the step
+    arguments: str                  # the next fragment of its JSON arguments
+    call_id: str | None = None
+    name: str | None = None
+
+
 class RunRequiredAction(Event):
     run_id: str
     step_id: str
     tool_calls: list[JSON]
+    usage: JSON | None = None       # of the model call that asked for the tools: the step's, once it completes
 
 
 class ToolOutputsSubmitted(Event):
@@ -238,6 +250,7 @@ class ToolOutputsSubmitted(Event):
     step_id: str
     submitted_at: int
     tool_calls: list[JSON]          # the step's calls, each with function.output set
+    usage: JSON | None = None       # the step's usage, now that it completes
 
 
 class RunUpdated(Event):
@@ -306,7 +319,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MessageCreated, MessageUpdated, MessageDeleted,
         MessageTextAppended, MessageCompleted, MessageIncomplete,
         RunCreated, RunStarted, RunRequeued, RunStepCreated, RunStepCompleted, RunStepEnded,
-        RunRequiredAction, ToolOutputsSubmitted, RunUpdated, RunCancelling,
+        ToolCallArgumentsAppended, RunRequiredAction, ToolOutputsSubmitted, RunUpdated, RunCancelling,
         RunCompleted, RunIncomplete, RunFailed, RunCancelled, RunExpired,
         FileUploaded, FileDeleted,
     )

@@ -16,7 +16,7 @@ from events.types import (
     MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, MessageUpdated, RunCancelled,
     RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated,
-    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolOutputsSubmitted,
+    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
 )
 from projections.objects import assistant_from, file_from, message_from, run_from, step_from, thread_from
 
@@ -55,7 +55,7 @@ def _step_ended(e: RunStepEnded) -> Change:
     return ("step.merge", e.step_id, {"status": e.status, f"{e.status}_at": e.at, "last_error": e.last_error})
 
 
-CHANGES: dict[type, Callable[[Any], Change]] = {
+CHANGES: dict[type, Callable[[Any], Change | list[Change] | None]] = {
     AgentCreated: lambda e: ("agent", e.agent_id, e.project, assistant_from(e)),
     AgentUpdated: _agent_updated,
     AgentDeleted: lambda e: ("agent.delete", e.agent_id),
@@ -77,8 +77,11 @@ CHANGES: dict[type, Callable[[Any], Change]] = {
     RunStepCompleted: lambda e: ("step.merge", e.step_id,
                                  {"status": "completed", "completed_at": e.completed_at, "usage": e.usage}),
     RunStepEnded: _step_ended,
-    RunRequiredAction: lambda e: _run(e.run_id, status="requires_action", required_action={
-        "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": e.tool_calls}}),
+    ToolCallArgumentsAppended: lambda e: None,   # streams show the pieces; the step gets the calls whole
+    RunRequiredAction: lambda e: [
+        ("step.merge", e.step_id, {"step_details": {"type": "tool_calls", "tool_calls": e.tool_calls}}),
+        _run(e.run_id, status="requires_action", required_action={
+            "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": e.tool_calls}})],
     ToolOutputsSubmitted: lambda e: None,  # two rows change: see _outputs_submitted
     RunUpdated: lambda e: _run(e.run_id, metadata=e.metadata),
     RunCancelling: lambda e: _run(e.run_id, status="cancelling"),
@@ -93,9 +96,11 @@ CHANGES: dict[type, Callable[[Any], Change]] = {
 
 
 def _outputs_submitted(e: ToolOutputsSubmitted) -> list[Change]:
-    return [("step.merge", e.step_id, {"status": "completed", "completed_at": e.submitted_at,
-                                       "step_details": {"type": "tool_calls", "tool_calls": e.tool_calls}}),
-            _run(e.run_id, status="queued", required_action=None)]
+    step = {"status": "completed", "completed_at": e.submitted_at,
+            "step_details": {"type": "tool_calls", "tool_calls": e.tool_calls}}
+    if e.usage is not None:     # older logs put the usage on the step when it was created
+        step["usage"] = e.usage
+    return [("step.merge", e.step_id, step), _run(e.run_id, status="queued", required_action=None)]
 
 
 def read_model_changes(events: Sequence[Event], versions: Sequence[int] | None = None) -> list[Change]:
@@ -110,7 +115,9 @@ def read_model_changes(events: Sequence[Event], versions: Sequence[int] | None =
             changes.append(("run", e.run_id, e.thread_id, e.expires_at, run_from(e), versions[i] if versions else None))
             continue
         change = CHANGES[type(e)](e)
-        if change is not None:
+        if isinstance(change, list):
+            changes.extend(change)
+        elif change is not None:
             changes.append(change)
     return changes
 

@@ -83,7 +83,7 @@ _LOCK_ORDER = ("agents", "files", "messages", "run_steps", "runs", "threads")
 # Event types the projector maps to no read-model change (projections/projector.py: text deltas
 # are shown by streams; the row gets the text on completion). They are read, to move the
 # checkpoint, but not decoded (nor decrypted). tests/test_rebuild.py checks the projector agrees.
-NO_CHANGE_TYPES = frozenset({"MessageTextAppended"})
+NO_CHANGE_TYPES = frozenset({"MessageTextAppended", "ToolCallArgumentsAppended"})
 
 # The gap-safe catch-up read, exactly as EventStore.read_all reads.
 _READ_GAP_SAFE = f"SELECT {_COLUMNS}, xid::text::bigint FROM public.read_all($1::text::xid8, $2, $3)"

@@ -14,7 +14,7 @@ from events.types import (
     MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, MessageUpdated,
     RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated, ThreadCreated,
-    ThreadDeleted, ThreadUpdated, ToolOutputsSubmitted,
+    ThreadDeleted, ThreadUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
 )
 
 _enc = msgspec.json.Encoder()
@@ -69,13 +69,19 @@ def describe(e) -> str:
             return f"run {e.run_id} in_progress"
         case RunRequeued():
             return f"run {e.run_id} queued again ({e.reason})"
+        case RunStepCreated(type="tool_calls", tool_calls=[]):
+            return f"run {e.run_id} step {e.step_id}: the model writes tool calls"
         case RunStepCreated(type="tool_calls"):
             calls = "; ".join(f"{c['function']['name']}({_short(c['function']['arguments'], 120)})" for c in e.tool_calls)
             return f"run {e.run_id} calls tools: {calls}{_usage(e.usage)}"
+        case ToolCallArgumentsAppended():
+            named = f" {e.name} ({e.call_id})" if e.call_id else ""
+            return f"  …tool call {e.index}{named}: {_short(e.arguments, 80)!r}"
         case RunStepCreated():
             return f"run {e.run_id} step {e.step_id}: writes message {e.message_id}"
         case RunRequiredAction():
-            return f"run {e.run_id} requires_action: {len(e.tool_calls)} tool output(s) awaited"
+            calls = "; ".join(f"{c['function']['name']}({_short(c['function']['arguments'], 120)})" for c in e.tool_calls)
+            return f"run {e.run_id} requires_action: {calls}{_usage(e.usage)}"
         case ToolOutputsSubmitted():
             outs = "; ".join(f"{c['function']['name']} → {_short(str(c['function'].get('output')), 120)}"
                              for c in e.tool_calls)
@@ -133,7 +139,7 @@ async def replay(db: asyncpg.Pool, thread_id: str, fmt: str, as_of: str | None, 
                     return seen
                 if fmt == "jsonl":
                     out.write(jsonl(r).decode() + "\n")
-                elif not isinstance(r.event, MessageTextAppended) or fmt == "full":
+                elif not isinstance(r.event, (MessageTextAppended, ToolCallArgumentsAppended)) or fmt == "full":
                     out.write(line(r) + "\n")
                 seen += 1
             if len(batch) < 2000:

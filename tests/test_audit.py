@@ -116,7 +116,7 @@ async def test_replay_prints_the_timeline(api, own_database, tmp_path):
     url, _ = own_database
     text = (await asyncio.to_thread(cli, url, "replay", tid)).stdout
     assert "user message" in text and "'what time is it?'" in text
-    assert f"run {run_id} calls tools: get_time(" in text and "get_time → 12:00" in text
+    assert f"run {run_id} requires_action: get_time(" in text and "get_time → 12:00" in text
     assert f"run {run_id} completed (tokens:" in text and "metadata updated" in text
     lines = (await asyncio.to_thread(cli, url, "replay", tid, "--format", "jsonl")).stdout.splitlines()
     records = [json.loads(line) for line in lines]

@@ -18,7 +18,7 @@ from conftest import test_config as make_config
 from test_runs_api import WEATHER_TOOLS, script, wait_run
 
 from events.store import Append, EventMetadata, write_appends
-from events.types import FileUploaded, MessageTextAppended
+from events.types import FileUploaded, MessageTextAppended, ToolCallArgumentsAppended
 from projections import rebuild as rebuilding
 from projections.projector import READ_MODELS, read_model_changes
 from projections.rebuild import (
@@ -136,7 +136,9 @@ async def mixed_workload(c: Client, tmp_path) -> dict:
 
 
 def test_the_skipped_event_types_change_no_read_model():
-    samples = {"MessageTextAppended": MessageTextAppended(message_id="msg_x", run_id="run_x", index=0, text="hi")}
+    samples = {"MessageTextAppended": MessageTextAppended(message_id="msg_x", run_id="run_x", index=0, text="hi"),
+               "ToolCallArgumentsAppended": ToolCallArgumentsAppended(run_id="run_x", step_id="step_x", index=0,
+                                                                      arguments='{"a"', call_id="call_x", name="f")}
     assert set(NO_CHANGE_TYPES) <= set(samples)
     for name in NO_CHANGE_TYPES:
         assert read_model_changes([samples[name]], [1]) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events.types import (
+    ToolCallArgumentsAppended,
     MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, RunCancelled,
     RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated, TextPart,
@@ -268,6 +269,24 @@ def test_events_in_a_completed_message_fold_to_the_same_count(writing):
 
 def test_required_action_event_carries_the_calls(in_progress):
     _, events = step(in_progress, runs.RequestToolCalls(R, "step_t", CALLS, 3, USAGE))
+    # The step is in progress until the outputs come: its usage is not on it yet.
     assert events[0] == RunStepCreated(step_id="step_t", run_id=R, created_at=3, type="tool_calls",
-                                       tool_calls=CALLS, usage=USAGE)
-    assert events[1] == RunRequiredAction(run_id=R, step_id="step_t", tool_calls=CALLS)
+                                       tool_calls=CALLS, usage=None)
+    assert events[1] == RunRequiredAction(run_id=R, step_id="step_t", tool_calls=CALLS, usage=USAGE)
+
+
+def test_a_tool_step_opens_as_the_model_begins_and_gets_its_usage_when_it_completes(in_progress):
+    state, opened = step(in_progress, runs.OpenToolCalls(R, "step_s", 3))
+    assert opened == [RunStepCreated(step_id="step_s", run_id=R, created_at=3, type="tool_calls")]
+    assert state.active_run.step_id == "step_s"
+    state, pieces = step(state, runs.AppendToolCallArguments(R, "step_s", [
+        {"index": 0, "call_id": "call_a", "name": "f", "arguments": '{"ci'}, {"index": 0, "arguments": 'ty": 1}'}]))
+    assert pieces == [ToolCallArgumentsAppended(run_id=R, step_id="step_s", index=0, arguments='{"ci',
+                                                call_id="call_a", name="f"),
+                      ToolCallArgumentsAppended(run_id=R, step_id="step_s", index=0, arguments='ty": 1}')]
+    assert step(state, runs.AppendToolCallArguments(R, "step_other", [{"index": 0, "arguments": "x"}]))[1] == []
+    state, required = step(state, runs.RequestToolCalls(R, "step_s", CALLS, 4, USAGE))
+    assert required == [RunRequiredAction(run_id=R, step_id="step_s", tool_calls=CALLS, usage=USAGE)]
+    outputs = [{"tool_call_id": c["id"], "output": "ok"} for c in CALLS]
+    _, submitted = step(state, runs.SubmitToolOutputs("proj", R, outputs, 5, run_status=None))
+    assert submitted[0].usage == USAGE and submitted[0].step_id == "step_s"

@@ -20,7 +20,7 @@ from events.types import (
     JSON, ContentPart, Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete,
     MessageTextAppended, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ToolOutputsSubmitted,
+    RunStepEnded, RunUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
 )
 from service.domain.errors import InvalidRequest, NotFound
 
@@ -36,6 +36,7 @@ class ActiveRun(msgspec.Struct):
     step_id: str | None = None          # the step being worked on
     message_id: str | None = None       # the reply being written
     tool_calls: list[JSON] = []         # calls waiting for outputs (requires_action)
+    step_usage: JSON | None = None      # usage of the model call that asked for them
 
 
 # --- commands from clients ---------------------------------------------------------------------
@@ -95,6 +96,19 @@ class CloseMessage(msgspec.Struct, frozen=True):
     usage: JSON | None = None
 
 
+class OpenToolCalls(msgspec.Struct, frozen=True):
+    """The model began writing tool calls: their step opens now, so clients see them as they come."""
+    run_id: str
+    step_id: str
+    at: int
+
+
+class AppendToolCallArguments(msgspec.Struct, frozen=True):
+    run_id: str
+    step_id: str
+    pieces: list[JSON]      # [{"index", "arguments", "call_id"?, "name"?}] in the order the model wrote them
+
+
 class RequestToolCalls(msgspec.Struct, frozen=True):
     run_id: str
     step_id: str
@@ -127,8 +141,8 @@ class RequeueRun(msgspec.Struct, frozen=True):
 
 
 CLIENT_COMMANDS = (CreateRun, UpdateRun, CancelRun, SubmitToolOutputs)
-ENGINE_COMMANDS = (StartRun, OpenMessage, AppendText, CloseMessage, RequestToolCalls, FinishRun,
-                   ExpireRun, RequeueRun)
+ENGINE_COMMANDS = (StartRun, OpenMessage, AppendText, CloseMessage, OpenToolCalls, AppendToolCallArguments,
+                   RequestToolCalls, FinishRun, ExpireRun, RequeueRun)
 
 
 def thread_is_free(thread_id: str, active: ActiveRun | None, *, adding: Literal["messages", "run"]) -> None:
@@ -214,7 +228,8 @@ def _outputs_submitted(active: ActiveRun, outputs: list[JSON], at: int) -> ToolO
             "All outputs must be submitted in a single request.", param="tool_outputs")
     by_id = {o["tool_call_id"]: o["output"] for o in outputs}
     calls = [{**c, "function": {**c["function"], "output": by_id[c["id"]]}} for c in active.tool_calls]
-    return ToolOutputsSubmitted(run_id=active.run_id, step_id=active.step_id or "", submitted_at=at, tool_calls=calls)
+    return ToolOutputsSubmitted(run_id=active.run_id, step_id=active.step_id or "", submitted_at=at, tool_calls=calls,
+                                usage=active.step_usage)
 
 
 def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
@@ -237,12 +252,27 @@ def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
                 return []
             return [MessageCompleted(message_id=active.message_id, completed_at=at, content=content),
                     RunStepCompleted(step_id=active.step_id or "", run_id=active.run_id, completed_at=at, usage=usage)]
+        case OpenToolCalls(step_id=step_id, at=at):
+            if active.status != "in_progress" or active.message_id is not None or active.step_id is not None:
+                return []
+            return [RunStepCreated(step_id=step_id, run_id=active.run_id, created_at=at, type="tool_calls")]
+        case AppendToolCallArguments(step_id=step_id, pieces=pieces):
+            if active.status != "in_progress" or active.step_id != step_id:
+                return []
+            return [ToolCallArgumentsAppended(run_id=active.run_id, step_id=step_id, index=p["index"],
+                                              arguments=p.get("arguments") or "", call_id=p.get("call_id"),
+                                              name=p.get("name")) for p in pieces]
         case RequestToolCalls(step_id=step_id, tool_calls=tool_calls, at=at, usage=usage):
             if active.status != "in_progress" or active.message_id is not None:
                 return []
+            required = RunRequiredAction(run_id=active.run_id, step_id=step_id, tool_calls=tool_calls, usage=usage)
+            if active.step_id == step_id:       # the step opened as the model began: its calls are complete now
+                return [required]
+            if active.step_id is not None:
+                return []
+            # Asked for all at once (no step opened while the model wrote): the calls come with the step.
             return [RunStepCreated(step_id=step_id, run_id=active.run_id, created_at=at, type="tool_calls",
-                                   tool_calls=tool_calls, usage=usage),
-                    RunRequiredAction(run_id=active.run_id, step_id=step_id, tool_calls=tool_calls)]
+                                   tool_calls=tool_calls), required]
         case FinishRun() if active.status == "cancelling":
             return _cancelled(active, cmd.at, cmd.usage, cmd.content)   # cancellation won the race
         case FinishRun(at=at, outcome=outcome, usage=usage) if active.status == "in_progress":
@@ -303,10 +333,10 @@ def evolve_run(active: ActiveRun | None, event: Event) -> ActiveRun | None:
             return replace(active, message_id=None) if mid == active.message_id else active
         case RunStepCompleted(step_id=sid) | RunStepEnded(step_id=sid):
             return replace(active, step_id=None) if sid == active.step_id else active
-        case RunRequiredAction(tool_calls=tool_calls):
-            return replace(active, status="requires_action", tool_calls=tool_calls)
+        case RunRequiredAction(tool_calls=tool_calls, usage=usage):
+            return replace(active, status="requires_action", tool_calls=tool_calls, step_usage=usage)
         case ToolOutputsSubmitted():
-            return replace(active, status="queued", step_id=None, tool_calls=[])
+            return replace(active, status="queued", step_id=None, tool_calls=[], step_usage=None)
         case RunCancelling():
             return replace(active, status="cancelling")
         case RunCompleted() | RunIncomplete() | RunFailed() | RunCancelled() | RunExpired():

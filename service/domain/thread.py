@@ -18,7 +18,7 @@ from service.domain import run as runs
 from service.domain.errors import InvalidRequest, NotFound
 
 MAX_MESSAGES = 100_000
-SNAPSHOT_SCHEMA = 3  # bump when ThreadState changes shape: older snapshots are then ignored
+SNAPSHOT_SCHEMA = 4  # bump when ThreadState changes shape: older snapshots are then ignored
 
 
 class ThreadState(msgspec.Struct):

@@ -74,6 +74,7 @@ class Execution:
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.message_id: str | None = None
         self.text = ""
+        self.tool_step: str | None = None   # the tool_calls step opened while the model writes its calls
         self.thread_version = 0             # the thread's stream version as of our last command
 
     # -- talking to the thread's actor ---------------------------------------------------------
@@ -186,13 +187,12 @@ class Execution:
             self.usage[k] += usage[k]
 
         if calls:
-            if self.message_id is not None:
-                await self.ask(runs.CloseMessage(self.run_id, [TextPart(TextValue(self.text))], now()))
-                self.message_id = None
+            await self._close_message()
             if rounds >= self.deps.config.max_tool_rounds:
                 raise ModelError("server_error", f"The run stopped after {rounds} rounds of tool calls without a "
                                  "final answer (THREADLINE_MAX_TOOL_ROUNDS).")
-            await self.ask(runs.RequestToolCalls(self.run_id, new_id("step_"), calls, now(), turn_usage))
+            await self.ask(runs.RequestToolCalls(self.run_id, self.tool_step or new_id("step_"), calls, now(),
+                                                 turn_usage))
             return
         if self.message_id is None:
             await self._open_message(run)
@@ -204,6 +204,20 @@ class Execution:
         await self.ask(runs.CloseMessage(self.run_id, content, now(), turn_usage))
         self.message_id = None
         await self.finish(runs.FinishRun(self.run_id, now(), "completed", self.total_usage()))
+
+    async def _close_message(self) -> None:
+        if self.message_id is not None:
+            await self.ask(runs.CloseMessage(self.run_id, [TextPart(TextValue(self.text))], now()))
+            self.message_id = None
+
+    async def _open_tool_calls(self) -> None:
+        """The model began a tool call: what it wrote before is its message, and the calls get their step."""
+        await self._close_message()
+        step_id = new_id("step_")
+        active = await self.ask(runs.OpenToolCalls(self.run_id, step_id, now()))
+        if active.step_id != step_id:
+            raise Stop()
+        self.tool_step = step_id
 
     async def _incomplete(self, reason: str) -> None:
         await self.finish(runs.FinishRun(self.run_id, now(), "incomplete", self.total_usage(), reason=reason))
@@ -223,10 +237,11 @@ class Execution:
         finished: str | None = None
         usage: dict | None = None
         pending = ""
+        pieces: list[dict] = []             # tool-call pieces not yet recorded
         flushed_at = time.monotonic()
         async for chunk in chunks:
             match chunk:
-                case TextDelta(text=text) if text:
+                case TextDelta(text=text) if text and self.tool_step is None:
                     if self.message_id is None:
                         await self._open_message(run)
                     pending += text
@@ -234,18 +249,36 @@ class Execution:
                         await self._append(pending)
                         pending, flushed_at = "", time.monotonic()
                 case ToolCallDelta(index=index, id=call_id, name=name, arguments=arguments):
+                    if self.tool_step is None:
+                        if pending:
+                            await self._append(pending)
+                            pending = ""
+                        await self._open_tool_calls()
+                    new_call = index not in calls
                     call = calls.setdefault(index, {"id": None, "type": "function",
                                                     "function": {"name": "", "arguments": ""}})
-                    call["id"] = call["id"] or call_id
+                    call["id"] = call["id"] or call_id or (new_id("call_") if new_call else None)
                     if name:
                         call["function"]["name"] += name
                     call["function"]["arguments"] += arguments
+                    if new_call:
+                        pieces.append({"index": index, "call_id": call["id"], "name": call["function"]["name"],
+                                       "arguments": arguments})
+                    elif pieces and pieces[-1]["index"] == index:
+                        pieces[-1]["arguments"] += arguments
+                    elif arguments:
+                        pieces.append({"index": index, "arguments": arguments})
+                    if time.monotonic() - flushed_at >= FLUSH_TEXT_EVERY:
+                        await self.ask(runs.AppendToolCallArguments(self.run_id, self.tool_step, pieces))
+                        pieces, flushed_at = [], time.monotonic()
                 case Usage(prompt_tokens=p, completion_tokens=c):
                     usage = {"prompt_tokens": p, "completion_tokens": c}
                 case Finished(reason=reason):
                     finished = reason
         if pending:
             await self._append(pending)
+        if pieces:
+            await self.ask(runs.AppendToolCallArguments(self.run_id, self.tool_step, pieces))
         ordered = [calls[i] for i in sorted(calls)]
         for call in ordered:
             call["id"] = call["id"] or new_id("call_")

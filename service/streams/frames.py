@@ -19,7 +19,8 @@ from events.types import (
     Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended,
     MessageUpdated, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolOutputsSubmitted,
+    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended,
+    ToolOutputsSubmitted,
 )
 from projections.memory import ThreadModels
 from projections.objects import thread_from
@@ -140,7 +141,7 @@ class FrameView:
                 return [("thread.run.created", run), ("thread.run.queued", run)]
             case RunStepCreated():
                 step = self.steps[e.step_id]
-                if e.type == "tool_calls":
+                if e.type == "tool_calls" and e.tool_calls:     # calls given whole (older logs)
                     # Created with no calls, then the calls as a delta: the order openai's handler needs.
                     empty = {**step, "step_details": {"type": "tool_calls", "tool_calls": []}}
                     calls = [{"index": i, "id": c["id"], "type": "function",
@@ -156,6 +157,8 @@ class FrameView:
                 if e.status == "in_progress":
                     return [("thread.message.created", message), ("thread.message.in_progress", message)]
                 return [("thread.message.created", message), ("thread.message.completed", message)]
+            case ToolCallArgumentsAppended():
+                return _tool_call_deltas(e)
             case MessageTextAppended():
                 return [("thread.message.delta", {"id": e.message_id, "object": "thread.message.delta", "delta": {
                     "content": [{"index": e.index, "type": "text", "text": {"value": e.text, "annotations": []}}]}})]
@@ -187,3 +190,21 @@ class FrameView:
         if run_id == self.run_id:
             self.run_status = run.get("status")
         return run
+
+
+def _step_delta(step_id: str, call: dict) -> tuple[str, dict]:
+    return ("thread.run.step.delta", {"id": step_id, "object": "thread.run.step.delta",
+                                      "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
+
+
+def _tool_call_deltas(e: ToolCallArgumentsAppended) -> list[tuple[str, dict]]:
+    """A call's first piece announces it (id, name, empty arguments); every piece after is arguments
+    only: openai's handler concatenates strings and would double a repeated id or name."""
+    frames = []
+    if e.call_id is not None:
+        frames.append(_step_delta(e.step_id, {"index": e.index, "id": e.call_id, "type": "function", "function": {
+            "name": e.name or "", "arguments": "", "output": None}}))
+    if e.arguments:
+        frames.append(_step_delta(e.step_id, {"index": e.index, "type": "function",
+                                              "function": {"arguments": e.arguments}}))
+    return frames
