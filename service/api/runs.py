@@ -30,7 +30,7 @@ POLLED = frozenset({"queued", "in_progress", "cancelling"})
 
 
 def _check_include(request: web.Request) -> list[str]:
-    values = [v for raw in request.query.getall("include[]", []) for v in raw.split(",") if v]
+    values = [v for raw in request.query.getall("include[]", []) for v in raw.split(",")]
     for v in values:
         if v not in INCLUDABLE:
             raise ApiError(400, f"Invalid value for 'include[]': '{v[:128]}'. Supported: "
