@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import Client, new_key
 from conftest import test_config as make_config
+from faults import FrameId
 from service.app import create_app
 from test_runs_api import script, wait_run
 
@@ -46,12 +47,6 @@ async def assistant(client: Client, model: str) -> str:
         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]}))["id"]
 
 
-def position(frame_id: str) -> tuple[int, float]:
-    """Where a frame id stands in its stream: `v.k` is the k-th frame of event v, plain `v` its last."""
-    version, _, k = frame_id.partition(".")
-    return int(version), int(k) if k else float("inf")
-
-
 def names(frames) -> list[str]:
     return [e for _, e, _ in frames]
 
@@ -79,7 +74,7 @@ async def test_a_streamed_text_run_follows_the_canonical_sequence(client):
     assert completed["content"][0]["text"]["value"] == "stream me please"
     run = json.loads(next(d for _, e, d in frames if e == "thread.run.completed"))
     assert run["usage"]["total_tokens"] > 0
-    ids = [position(i) for i, _, _ in frames if i is not None]
+    ids = [FrameId(i) for i, _, _ in frames if i is not None]
     assert ids == sorted(set(ids))
 
 
@@ -122,9 +117,9 @@ async def test_a_finished_run_replays_from_the_log_and_resumes_after_any_id(clie
     assert text_of(full) == ANSWER
     for cut in {i for i, _, _ in full if i is not None}:
         rest = await sse(client, "GET", path, headers={"Last-Event-ID": cut})
-        before = [f for f in full if f[0] is not None and position(f[0]) <= position(cut)]
+        before = [f for f in full if f[0] is not None and FrameId(f[0]) <= FrameId(cut)]
         assert text_of(before) + text_of(rest) == ANSWER
-        assert all(position(i) > position(cut) for i, _, _ in rest if i is not None)
+        assert all(FrameId(i) > FrameId(cut) for i, _, _ in rest if i is not None)
         assert await sse(client, "GET", f"{path}?after={cut}") == rest      # the same resume for a URL alone
     status, body = await client.call("GET", path, params={"after": "abc"})
     assert status == 400
