@@ -84,9 +84,22 @@ async def start_assistant_and_thread(api: Api, model: str, text: str = "go", too
 
 # --- server-sent events, read frame by frame ---------------------------------------------------
 
+class FrameId(str):
+    """A frame's `id:`, ordered as its stream is: `v.k` is the k-th frame of event v, plain `v` its last."""
+
+    def _key(self) -> tuple[int, float]:
+        version, _, k = self.partition(".")
+        return int(version), int(k) if k else float("inf")
+
+    def __lt__(self, other): return self._key() < FrameId(other)._key()
+    def __le__(self, other): return self._key() <= FrameId(other)._key()
+    def __gt__(self, other): return self._key() > FrameId(other)._key()
+    def __ge__(self, other): return self._key() >= FrameId(other)._key()
+
+
 @dataclass(frozen=True)
 class Frame:
-    id: int | None
+    id: FrameId | None
     event: str
     data: str
 
@@ -103,7 +116,7 @@ class SseReader:
     done: bool = False
 
     @property
-    def last_id(self) -> int | None:
+    def last_id(self) -> FrameId | None:
         ids = [f.id for f in self.frames if f.id is not None]
         return ids[-1] if ids else None
 
@@ -116,7 +129,7 @@ class SseReader:
                 while b"\n\n" in buffer:
                     block, buffer = buffer.split(b"\n\n", 1)
                     fields = dict(line.split(": ", 1) for line in block.decode().split("\n"))
-                    frame = Frame(int(fields["id"]) if "id" in fields else None, fields["event"], fields["data"])
+                    frame = Frame(FrameId(fields["id"]) if "id" in fields else None, fields["event"], fields["data"])
                     if frame.event == "done":
                         self.done = True
                         return

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from conftest import ROOT, new_key
+from faults import FrameId
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -165,8 +166,9 @@ async def test_streamed_answer_survives_a_reload_mid_answer_complete_and_once(ch
     await expect(page.locator("#timeline")).to_be_visible()
     rows = await page.eval_on_selector_all("#timeline-rows tr", """rows => rows.map(r =>
         [r.children[1].textContent, r.children[2].querySelector('code').textContent])""")
-    assert len(rows) == len({tuple(r) for r in rows})
-    assert [int(i) for i, _ in rows] == sorted(int(i) for i, _ in rows)
+    assert len(rows) == len({i for i, _ in rows})       # every frame its own id, each shown once
+    ids = [FrameId(i) for i, _ in rows]
+    assert ids == sorted(ids)
     assert [e for _, e in rows].count("thread.run.completed") == 1
     assert [e for _, e in rows].count("thread.message.completed") == 2
 

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import Client, new_key
 from conftest import test_config as make_config
+from faults import FrameId
 from service.app import create_app
 from test_runs_api import script, wait_run
 
@@ -73,8 +74,8 @@ async def test_a_streamed_text_run_follows_the_canonical_sequence(client):
     assert completed["content"][0]["text"]["value"] == "stream me please"
     run = json.loads(next(d for _, e, d in frames if e == "thread.run.completed"))
     assert run["usage"]["total_tokens"] > 0
-    ids = [int(i) for i, _, _ in frames if i is not None]
-    assert ids == sorted(ids)
+    ids = [FrameId(i) for i, _, _ in frames if i is not None]
+    assert ids == sorted(set(ids))
 
 
 async def test_tool_calls_stream_to_requires_action_then_done_and_outputs_stream_the_rest(client, tmp_path):
@@ -118,11 +119,11 @@ async def test_a_finished_run_replays_from_the_log_and_resumes_after_any_id(clie
     full = await sse(client, "GET", path)
     assert names(full)[0] == "thread.run.created" and names(full)[-2:] == ["thread.run.completed", "done"]
     assert text_of(full) == ANSWER
-    for cut in {int(i) for i, _, _ in full if i is not None}:
-        rest = await sse(client, "GET", path, headers={"Last-Event-ID": str(cut)})
-        before = [f for f in full if f[0] is not None and int(f[0]) <= cut]
+    for cut in {i for i, _, _ in full if i is not None}:
+        rest = await sse(client, "GET", path, headers={"Last-Event-ID": cut})
+        before = [f for f in full if f[0] is not None and FrameId(f[0]) <= FrameId(cut)]
         assert text_of(before) + text_of(rest) == ANSWER
-        assert all(int(i) > cut for i, _, _ in rest if i is not None)
+        assert all(FrameId(i) > FrameId(cut) for i, _, _ in rest if i is not None)
         assert await sse(client, "GET", f"{path}?after={cut}") == rest      # the same resume for a URL alone
     status, body = await client.call("GET", path, params={"after": "abc"})
     assert status == 400

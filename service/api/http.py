@@ -85,6 +85,20 @@ def event_version(raw: str) -> int | None:
     return value if value <= MAX_VERSION else None
 
 
+def stream_position(raw: str) -> tuple[int, int] | None:
+    """Where a client resumes a stream (`Last-Event-ID`, `after`), or None if it is no frame id:
+    (the last whole event it has, how many frames of the next one it has). Version `v` is after that
+    whole event; `v.k`, the id of the k-th frame of event v, is after k of event v's frames."""
+    version, dot, k = raw.partition(".")
+    version = event_version(version)
+    if not dot:
+        return None if version is None else (version, 0)
+    frames = event_version(k)
+    if version is None or frames is None or version == 0 or frames == 0:
+        return None
+    return version - 1, frames
+
+
 def page_request(request: web.Request) -> PageRequest:
     q = request.query
     raw_limit = q.get("limit", "20")

@@ -1,7 +1,7 @@
 """Server-sent events: the SDKs' run streams, and resumable streams of a run or a whole thread.
 
 Every stream reads the thread's log: first what was committed after the client's position
-(`Last-Event-ID` or `?after=`, a version of the thread's stream), then live events as they commit.
+(`Last-Event-ID` or `?after=`, the id of a frame: see `stream_position`), then live events as they commit.
 So a stream can start, stop and resume anywhere, in any process, and replay a run from last month.
 """
 
@@ -13,22 +13,22 @@ from aiohttp import web
 from events.store import RecordedEvent
 from projections import queries
 from service.api.errors import ApiError, not_found
-from service.api.http import REQUEST_ID, ctx_of, event_version, services
+from service.api.http import REQUEST_ID, ctx_of, services, stream_position
 from service.streams.frames import DONE, KEEPALIVE, TERMINAL, FrameView
 from service.streams.hub import Subscription
 
 PAGE = 500
 
 
-def _position(request: web.Request) -> int | None:
+def _position(request: web.Request) -> tuple[int, int] | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
     if raw is None:
         return None
-    version = event_version(raw)
-    if version is None:
-        raise ApiError(400, f"Invalid event id '{raw[:32]}': expected a number from this stream's 'id:' lines.",
+    position = stream_position(raw)
+    if position is None:
+        raise ApiError(400, f"Invalid event id '{raw[:32]}': expected an id from this stream's 'id:' lines.",
                        param="after")
-    return version
+    return position
 
 
 async def _seed(request: web.Request, view: FrameView, events: list[RecordedEvent]) -> None:
@@ -58,22 +58,28 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
 
 async def follow(request: web.Request, response: web.StreamResponse, thread_id: str, after: int,
                  view: FrameView, *, until_requires_action: bool = False, follow_forever: bool = False,
-                 committed: list[RecordedEvent] = ()) -> None:
-    """Write the view's frames for the thread's events after `after`, then live ones, until the
-    run ends (or waits for tool outputs, for the SDK streams), then `done`. `committed`: events
+                 committed: list[RecordedEvent] = (), after_frame: int = 0) -> None:
+    """Write the view's frames for the thread's events after `after` (less the first `after_frame`
+    frames of the next event, which the client has), then live ones, until the run ends (or waits
+    for tool outputs, for the SDK streams), then `done`. `committed`: events
     the caller has just committed, right after `after` — their frames go out at once, before the
     log is read for what came after them."""
     tl = services(request)
     stream = f"thread-{thread_id}"
     sub: Subscription = tl.hub.subscribe(stream)
     keepalive = tl.config.stream_keepalive_seconds
+    partial = after + 1         # the event the client may have some frames of
+
+    def frames_of(r: RecordedEvent) -> list:
+        return view.frames(r, after_frame if r.version == partial else 0)
+
     try:
         read_log, quiet = True, 0
         if committed and committed[0].version == after + 1:
             await _seed(request, view, list(committed))
             out = []
             for r in committed:
-                out += view.frames(r)
+                out += frames_of(r)
                 after = r.version
             if out:
                 await response.write(b"".join(f.encode() for f in out))
@@ -94,7 +100,7 @@ async def follow(request: web.Request, response: web.StreamResponse, thread_id: 
                 await _seed(request, view, events)
                 out = []
                 for r in events:
-                    out += view.frames(r)
+                    out += frames_of(r)
                     after = r.version
                     if not follow_forever and _ended(view, until_requires_action):
                         break
@@ -138,11 +144,9 @@ async def run_events(request: web.Request) -> web.StreamResponse:
         if not await queries.thread_exists(db, ctx.project, thread_id):
             raise not_found("thread", thread_id)
         raise not_found("run", run_id)
-    after = _position(request)
-    if after is None:
-        after = (row[0] or 1) - 1
+    after, after_frame = _position(request) or ((row[0] or 1) - 1, 0)
     response = await open_sse(request)
-    await follow(request, response, thread_id, after, FrameView(run_id))
+    await follow(request, response, thread_id, after, FrameView(run_id), after_frame=after_frame)
     return response
 
 
@@ -152,9 +156,9 @@ async def thread_events(request: web.Request) -> web.StreamResponse:
     thread_id = request.match_info["thread_id"]
     if not await queries.thread_exists(services(request).db, ctx.project, thread_id):
         raise not_found("thread", thread_id)
-    after = _position(request)
+    after, after_frame = _position(request) or (0, 0)
     response = await open_sse(request)
-    await follow(request, response, thread_id, after or 0, FrameView(), follow_forever=True)
+    await follow(request, response, thread_id, after, FrameView(), follow_forever=True, after_frame=after_frame)
     return response
 
 

@@ -53,7 +53,7 @@
     agentId: store.get("agent", ""),
     threadId: null,
     source: null,
-    lastId: 0,
+    lastId: "0",
     seen: new Set(),
     messages: new Map(),   // message id -> {node, body, status, parts}
     runs: new Map(),       // run id -> {node, history, run}
@@ -245,7 +245,7 @@
     closeStream();
     state.threadId = id;
     if (id) store.set(`thread.${keyTag()}`, id); else store.remove(`thread.${keyTag()}`);
-    state.lastId = 0;
+    state.lastId = "0";
     state.seen.clear();
     state.messages.clear();
     state.runs.clear();
@@ -269,7 +269,7 @@
 
   function connect() {
     const id = state.threadId;
-    const url = `/v1/threads/${encodeURIComponent(id)}/stream?after=${state.lastId}&api_key=${encodeURIComponent(state.key)}`;
+    const url = `/v1/threads/${encodeURIComponent(id)}/stream?after=${encodeURIComponent(state.lastId)}&api_key=${encodeURIComponent(state.key)}`;
     const source = new EventSource(url);
     state.source = source;
     setConnection("connecting", "connecting…");
@@ -303,10 +303,10 @@
     // "error" is also how EventSource reports a lost connection (no data): onerror handles that.
     if (name === "ping" || typeof event.data !== "string") return;
     const id = event.lastEventId;
-    const key = `${id}|${name}`;      // the frames of one event share its id, never its name
+    const key = `${id}|${name}`;      // every frame has its own id ("12.1", "12"): a repeat is a replay
     if (state.seen.has(key)) return;
     state.seen.add(key);
-    if (Number(id) > state.lastId) state.lastId = Number(id);
+    if (id) state.lastId = id;        // frames arrive in order: resume (?after=) after the last one we applied
     let data;
     try { data = JSON.parse(event.data); } catch { data = event.data; }
     addTimelineRow(id, name, data);

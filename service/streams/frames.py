@@ -2,8 +2,9 @@
 
 Pure: a `FrameView` folds recorded events into the objects they describe (with the projector's own
 changes, so a frame shows exactly what the API would have shown at that point) and turns each event
-into the frames a client expects. A frame's `id` is the event's version in the thread's stream, so
-a client resumes with `Last-Event-ID` and misses nothing. Objects created before the first event a
+into the frames a client expects. Every frame has its own `id`, so a client resumes with
+`Last-Event-ID` after any frame and misses nothing: the last frame of the event at version `v` is
+`v` (so a plain version means "after that whole event"), its earlier frames `v.1`, `v.2`, …. Objects created before the first event a
 view sees are seeded from the read model by the shell (see `FrameView.missing`).
 """
 
@@ -34,7 +35,7 @@ _RUN_EVENT_NAMES = {RunCompleted: "completed", RunIncomplete: "incomplete", RunF
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    id: int | None
+    id: str | None
     event: str
     data: Any
 
@@ -44,6 +45,11 @@ class Frame:
         head = f"id: {self.id}\nevent: {self.event}\ndata: ".encode() if self.id is not None else \
             f"event: {self.event}\ndata: ".encode()
         return head + data + b"\n\n"
+
+
+def frame_id(version: int, k: int, count: int) -> str:
+    """The id of the k-th (from 1) of an event's `count` frames: `version.k`, the last one `version`."""
+    return str(version) if k == count else f"{version}.{k}"
 
 
 DONE = Frame(None, "done", b"[DONE]")
@@ -94,15 +100,19 @@ class FrameView:
 
     # -- folding --------------------------------------------------------------------------------
 
-    def frames(self, recorded: RecordedEvent) -> list[Frame]:
-        """Fold one event in; the frames it makes for this view (none if it is not about our run)."""
+    def frames(self, recorded: RecordedEvent, after_frame: int = 0) -> list[Frame]:
+        """Fold one event in; the frames it makes for this view (none if it is not about our run),
+        without its first `after_frame` frames (a client resuming after frame `v.k` has them)."""
         e = recorded.event
         before = self._belongs(e)
         self.model.apply(e, recorded.version)
         if not (before or self._belongs(e)):
             return []
-        v = recorded.version
-        return [Frame(v, name, data) for name, data in self._named(e) if not self.sdk or name not in _NOT_FOR_SDKS]
+        named = self._named(e)
+        # Numbered over all of the event's frames, before the SDK filter: every view gives a frame the same id.
+        return [Frame(frame_id(recorded.version, k, len(named)), name, data)
+                for k, (name, data) in enumerate(named, 1)
+                if k > after_frame and (not self.sdk or name not in _NOT_FOR_SDKS)]
 
     def _belongs(self, e: Event) -> bool:
         if self.run_id is None:
