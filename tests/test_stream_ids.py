@@ -74,9 +74,10 @@ async def test_every_frame_has_its_own_id_and_the_last_of_an_event_is_its_versio
     v = created[1]
     assert v.isdigit() and created[:2] == [f"{v}.1", v]
     d = next(n for n, (_, e, _) in enumerate(full) if e == "thread.run.step.delta")    # a tool step's calls
-    y = full[d][0]
-    assert [(i, e) for i, e, _ in full[d - 2:d + 1]] == [
-        (f"{y}.1", "thread.run.step.created"), (f"{y}.2", "thread.run.step.in_progress"), (y, "thread.run.step.delta")]
+    x, y = full[d - 1][0], full[d + 1][0]
+    assert [(i, e) for i, e, _ in full[d - 2:d + 2]] == [       # the step opens; the call is announced, then its arguments
+        (f"{x}.1", "thread.run.step.created"), (x, "thread.run.step.in_progress"),
+        (f"{y}.1", "thread.run.step.delta"), (y, "thread.run.step.delta")]
     assert seen(posted) == full[:len(seen(posted))]         # the SDK stream's frames carry the same ids
     for bad in ("5.0", "0.1", "1.2.3", "1.", ".1", "x.1"):
         status, _ = await client.call("GET", f"/threads/{thread_id}/runs/{run_id}/stream", params={"after": bad})

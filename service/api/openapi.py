@@ -25,6 +25,9 @@ _QUERY_SCHEMAS = {
     "limit@version": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     "after@version": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION,
                   "description": "Resume after this event id (the same as the Last-Event-ID header)."},
+    "after@sse": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+                  "description": "Resume after this frame id (the same as the Last-Event-ID header): `v` after "
+                                 "the whole event of version v, `v.k` after its k-th frame."},
     "api_key": {"type": "string", "description": "The API key, for clients that cannot send headers "
                                                  "(EventSource); only on GET …/stream."},
     "as_of": {"type": "string", "minLength": 1,
@@ -62,7 +65,8 @@ def openapi_document() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", r.path)
             ] + [{"name": q, "in": "query", "required": False,
-                  "schema": (_QUERY_SCHEMAS.get(f"{q}@version") if r.versioned else None) or _QUERY_SCHEMAS[q]}
+                  "schema": (_QUERY_SCHEMAS.get(f"{q}@sse") if r.sse else None) or
+                            (_QUERY_SCHEMAS.get(f"{q}@version") if r.versioned else None) or _QUERY_SCHEMAS[q]}
                  for q in r.query],
             "responses": {
                 "200": _ok(r, refs),
@@ -108,13 +112,14 @@ def openapi_document() -> dict[str, Any]:
 _SSE_EVENT = {
     "type": "object", "required": ["event", "data"],
     "properties": {
-        "id": {"type": "string", "pattern": "^[0-9]+$",
-               "description": "The event's version in the thread's stream (absent on ping and done)."},
+        "id": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+               "description": "The frame's own id (absent on ping and done): an event of version v that makes "
+                              "several frames numbers them v.1, v.2, … and its last one v."},
         "event": {"type": "string", "description": "thread.run.*, thread.run.step.*, thread.message.*, ping, done"},
         "data": {"type": "string", "description": "One JSON line; `[DONE]` on the done event."},
     },
 }
-_SSE_DESCRIPTION = ("Server-sent events: `id:` (the event's version in the thread's stream), `event:` "
+_SSE_DESCRIPTION = ("Server-sent events: `id:` (the frame's own id: `v.k`, the last frame of event v `v`), `event:` "
                     "(thread.run.*, thread.run.step.*, thread.message.*, ping) and one `data:` JSON line each; "
                     "`event: done` / `data: [DONE]` when the run ends.")
 
