@@ -21,6 +21,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- apply_read_models as in 0003, taking its changes as json (so nothing sorts them on the way).
+-- json_merge_ordered is schema-qualified: a rebuild runs this with search_path set to its new schema only.
 DROP FUNCTION apply_read_models(jsonb);
 CREATE FUNCTION apply_read_models(_changes json) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -32,7 +33,7 @@ BEGIN
         WHEN 'agent' THEN
             INSERT INTO agents (id, project, data) VALUES (c->>1, c->>2, c->3);
         WHEN 'agent.merge' THEN
-            UPDATE agents SET data = json_merge_ordered(data, c->2) WHERE id = c->>1;
+            UPDATE agents SET data = public.json_merge_ordered(data, c->2) WHERE id = c->>1;
         WHEN 'agent.delete' THEN
             DELETE FROM agents WHERE id = c->>1;
         WHEN 'thread' THEN
@@ -58,7 +59,7 @@ BEGIN
             FROM threads t WHERE t.id = c->>2;
         WHEN 'run.merge' THEN
             -- json's -> answers SQL NULL for a missing key, json null for a key set to null (jsonb's ?).
-            UPDATE runs SET data = json_merge_ordered(data, c->2),
+            UPDATE runs SET data = public.json_merge_ordered(data, c->2),
                             status = coalesce(c->2->>'status', status),
                             expires_at = CASE WHEN c->2->'expires_at' IS NOT NULL THEN (c->2->>'expires_at')::bigint
                                               ELSE expires_at END
