@@ -88,14 +88,14 @@ OnCommit = Callable[[list[RecordedEvent]], None]
 _metadata_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(EventMetadata)
 _COLUMNS = "position, stream, version, type, data::text, metadata::text, recorded_at"
-_APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::jsonb[], $5::jsonb[])"
+_APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::json[], $5::jsonb[])"
 
 
 def _append_sql(projection: Projection | None, notify: Notify | None) -> str:
     """append_events, plus the read models and the NOTIFY in the same statement (one round trip)."""
     parts: list[tuple[str, str]] = []
     if projection is not None:
-        parts.append(("projected", f"SELECT {projection.function}(${6 + len(parts)}::jsonb)"))
+        parts.append(("projected", f"SELECT {projection.function}(${6 + len(parts)}::json)"))
     if notify is not None:
         # The writer's transaction id goes last: catch-up readers know what they must get past.
         parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)} || '|' "
@@ -294,7 +294,7 @@ class EventStore:
 
     async def save_snapshot(self, stream: str, version: int, schema: int, state: bytes) -> None:
         await self.pool.execute(
-            """INSERT INTO snapshots (stream, version, schema, state) VALUES ($1, $2, $3, $4::jsonb)
+            """INSERT INTO snapshots (stream, version, schema, state) VALUES ($1, $2, $3, $4::json)
                ON CONFLICT (stream) DO UPDATE SET version = excluded.version, schema = excluded.schema,
                    state = excluded.state, taken_at = now()
                WHERE snapshots.version < excluded.version""",

@@ -93,7 +93,7 @@ _READ_VISIBLE = (f"SELECT {_COLUMNS}, xid::text::bigint FROM public.events "
                  "WHERE (xid, position) > ($1::text::xid8, $2) ORDER BY xid, position LIMIT $3")
 _COUNT_VISIBLE = ("SELECT count(*) FROM (SELECT 1 FROM public.events "
                   "WHERE (xid, position) > ($1::text::xid8, $2) LIMIT $3) AS pending")
-_APPLY = "SELECT public.apply_read_models($1::jsonb)"
+_APPLY = "SELECT public.apply_read_models($1::json)"
 _REBUILD_LOCK = 7_246_120_002   # advisory lock held by the rebuild's session: one rebuild at a time
 _MIGRATIONS = "SELECT count(*)::text || ' ' || coalesce(max(name), '') FROM public.schema_migrations"
 

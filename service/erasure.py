@@ -84,10 +84,10 @@ async def _files_named(db, thread_id: str) -> list[str]:
     """Files the thread's messages attached or showed (from the log: it outlives the read model)."""
     rows = await db.fetch(
         """SELECT DISTINCT f FROM (
-               SELECT jsonb_array_elements(data->'attachments')->>'file_id' AS f FROM events
+               SELECT json_array_elements(data->'attachments')->>'file_id' AS f FROM events
                WHERE stream = $1 AND type = 'MessageCreated'
                UNION ALL
-               SELECT jsonb_array_elements(data->'content')->'image_file'->>'file_id' FROM events
+               SELECT json_array_elements(data->'content')->'image_file'->>'file_id' FROM events
                WHERE stream = $1 AND type = 'MessageCreated') named WHERE f IS NOT NULL""",
         f"thread-{thread_id}")
     return [r[0] for r in rows]

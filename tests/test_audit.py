@@ -138,7 +138,7 @@ async def test_verify_finds_an_edited_row_and_a_missing_row(api, own_database, t
     # An attacker with database access: the append-only trigger is switched off first.
     await pool.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
     try:
-        await pool.execute("""UPDATE events SET data = jsonb_set(data, '{content,0,text,value}', '"forged"')
+        await pool.execute("""UPDATE events SET data = jsonb_set(data::jsonb, '{content,0,text,value}', '"forged"')::json
                               WHERE stream = $1 AND version = 3""", stream)
     finally:
         await pool.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
