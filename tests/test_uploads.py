@@ -151,3 +151,14 @@ async def test_openai_upload_file_chunked_async(service, db_key):
 @pytest.fixture
 async def db_key(db):
     return await new_key(db, f"up-{uuid.uuid4().hex[:10]}")
+
+
+async def test_files_list_defaults_to_and_accepts_up_to_10000(client):
+    for i in range(25):
+        await client.upload(b"x", filename=f"f{i}.txt")
+    page = await client.ok("GET", "/files")
+    assert len(page["data"]) == 25 and page["has_more"] is False   # more than the 20 other lists default to
+    assert len((await client.ok("GET", "/files", params={"limit": "10000"}))["data"]) == 25
+    assert (await client.call("GET", "/files", params={"limit": "10001"}))[0] == 400
+    page = await client.ok("GET", "/files", params={"limit": "2"})
+    assert len(page["data"]) == 2 and page["has_more"] is True
