@@ -95,11 +95,11 @@ async def create_upload(request: web.Request, body: CreateUploadRequest) -> web.
 async def add_part(request: web.Request) -> web.Response:
     ctx, tl = ctx_of(request), services(request)
     upload_id = request.match_info["upload_id"]
-    if request.content_type != "multipart/form-data":
-        raise ApiError(415, "A part is sent as multipart/form-data with the field 'data'.")
     part_id, created = new_id("part_"), now()
     async with tl.uploads.acquire() as conn, conn.transaction():
-        row = await _pending(conn, ctx.project, upload_id, "SHARE")
+        row = await _pending(conn, ctx.project, upload_id, "SHARE")   # another project's id: 404 before all else
+        if request.content_type != "multipart/form-data":
+            raise ApiError(415, "A part is sent as multipart/form-data with the field 'data'.")
         size, seq = 0, 0
         try:
             reader = await request.multipart()
