@@ -23,6 +23,7 @@ from service.api.errors import ApiError, error_response
 from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
+from service.api.uploads import sweep_uploads
 from service.auth import KeyCache
 from service.config import Config
 from service.domain.errors import DomainError
@@ -237,7 +238,8 @@ def create_app(config: Config, database_url: str) -> web.Application:
         webhooks = WebhookDispatcher(db, store, database_url, config)
         webhooks.start()
         app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents)
-        background = [asyncio.create_task(flush_periodically())]
+        background = [asyncio.create_task(flush_periodically()),
+                      asyncio.create_task(sweep_uploads(uploads, config.file_sweep_seconds))]
         if config.retention_days > 0:
             background.append(asyncio.create_task(
                 erasure.retention_loop(actors, db, config.retention_days, config.retention_sweep_seconds)))

@@ -52,6 +52,7 @@ class Config:
     webhook_retry_window_seconds: float = 86_400.0
     webhook_concurrency: int = 64            # attempts in flight per subscription (one per thread)
     webhook_delivery_retention_days: float = 30.0
+    file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) are swept
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -84,4 +85,5 @@ class Config:
             webhook_retry_window_seconds=_float("THREADLINE_WEBHOOK_RETRY_WINDOW_SECONDS", 86_400.0),
             webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 64),
             webhook_delivery_retention_days=_float("THREADLINE_WEBHOOK_DELIVERY_RETENTION_DAYS", 30.0),
+            file_sweep_seconds=_float("THREADLINE_FILE_SWEEP_SECONDS", 60.0),
         )

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import Client, new_key, test_config as make_config, until
 from footprint import footprint
 from service.api.requests import (
-    CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
+    CompleteUploadRequest, CreateUploadRequest, CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
     CreateThreadRequest, CreateWebhookRequest, SubmitToolOutputsRequest, UpdateAssistantRequest,
     UpdateMessageRequest, UpdateRunRequest, UpdateThreadRequest, UpdateWebhookRequest,
 )
@@ -219,12 +219,15 @@ BODIES = {
     SubmitToolOutputsRequest: {"tool_outputs": [{"tool_call_id": "call_b", "output": "b"}]},
     CreateWebhookRequest: {"url": "http://127.0.0.1:9/b", "events": ["*"]},
     UpdateWebhookRequest: {"description": "B was here", "rotate_secret": True},
+    CreateUploadRequest: {"bytes": 3, "filename": "b.txt", "mime_type": "text/plain", "purpose": "assistants"},
+    CompleteUploadRequest: {"part_ids": []},
 }
 # Ids of each kind that exist nowhere, shaped like real ones.
 NOBODY = {"assistant_id": "asst_nobody0000000000000000", "thread_id": "thread_nobody000000000000000",
           "message_id": "msg_nobody00000000000000000", "run_id": "run_nobody00000000000000000",
           "step_id": "step_nobody0000000000000000", "file_id": "file-nobody00000000000000000",
-          "webhook_id": "wh_nobody000000000000000000", "delivery_id": "whd_nobody00000000000000000"}
+          "webhook_id": "wh_nobody000000000000000000", "delivery_id": "whd_nobody00000000000000000",
+          "upload_id": "upload_nobody000000000000000"}
 MATRIX_PREFIXES = ["/v1", "/api/projects/{project}"]
 
 
@@ -283,8 +286,10 @@ async def _objects(c: Client, receiver: Receiver, secret: str) -> dict:
         page = await c.ok("GET", f"/webhooks/{hook['id']}/deliveries")
         return page["data"] and page["data"][0]["status"] == "delivered" and page["data"][0]
     delivery = (await until(delivered, "the webhook delivery", timeout=20))["id"]
+    upload = (await c.ok("POST", "/uploads", {"bytes": 3, "filename": f"{secret}.bin", "mime_type": "text/plain",
+                                              "purpose": "assistants"}))["id"]
     return {"assistant_id": asst, "thread_id": thread, "message_id": msg, "run_id": run, "step_id": step,
-            "file_id": file, "webhook_id": hook["id"], "delivery_id": delivery}
+            "file_id": file, "webhook_id": hook["id"], "delivery_id": delivery, "upload_id": upload}
 
 
 @dataclass

@@ -24,6 +24,7 @@ from service.domain import file as file_domain
 from service.ids import new_id, now
 
 CHUNK_BYTES = 1 << 20
+FILES_PAGE_LIMIT = 10_000
 PURPOSES = ("assistants", "assistants_output", "vision", "batch", "fine-tune", "user_data", "evals")
 # Postgres text/jsonb cannot hold NUL or lone surrogates (undecodable filename bytes arrive as those).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -99,7 +100,10 @@ async def _write_chunk(conn, file_id: str, seq: int, data: bytearray) -> None:
 
 async def list_files(request: web.Request) -> web.Response:
     purpose = request.query.get("purpose") or None
-    page = await queries.list_files(services(request).db, ctx_of(request).project, page_request(request), purpose)
+    # OpenAI's files list takes 1..10000 and defaults to 10000; Azure's SDK reads only `data` and never
+    # pages, so the large default is what lets it see every file.
+    page = await queries.list_files(services(request).db, ctx_of(request).project,
+                                    page_request(request, FILES_PAGE_LIMIT, FILES_PAGE_LIMIT), purpose)
     return raw_ok(page.to_json())
 
 

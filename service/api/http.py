@@ -99,15 +99,15 @@ def stream_position(raw: str) -> tuple[int, int] | None:
     return version - 1, frames
 
 
-def page_request(request: web.Request) -> PageRequest:
+def page_request(request: web.Request, default_limit: int = 20, max_limit: int = 100) -> PageRequest:
     q = request.query
-    raw_limit = q.get("limit", "20")
+    raw_limit = q.get("limit", str(default_limit))
     # int() alone would also take ' 5', '1_0' and '٣'.
     if not _INTEGER.fullmatch(raw_limit):
         raise ApiError(400, f"Invalid 'limit': expected an integer, got '{raw_limit[:40]}'.", param="limit")
     limit = int(raw_limit)
-    if not 1 <= limit <= 100:
-        raise ApiError(400, f"Invalid 'limit': {limit} is not between 1 and 100.", param="limit")
+    if not 1 <= limit <= max_limit:
+        raise ApiError(400, f"Invalid 'limit': {limit} is not between 1 and {max_limit}.", param="limit")
     order = q.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, f"Invalid 'order': expected 'asc' or 'desc', got '{order[:40]}'.", param="order")

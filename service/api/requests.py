@@ -274,3 +274,21 @@ class UpdateWebhookRequest(Body):
     enabled: bool | UnsetType = UNSET
     rotate_secret: Annotated[bool, Meta(description="Make a new signing secret (returned once, in this "
                                         "response); the old one still signs for 24 hours.")] = False
+
+
+class UploadExpiresAfter(Body):
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, Meta(ge=3600, le=2_592_000)]
+
+
+class CreateUploadRequest(Body):
+    bytes: Annotated[int, Meta(ge=0)]
+    filename: Annotated[str, Meta(min_length=1, max_length=512)]
+    mime_type: Annotated[str, Meta(min_length=1, max_length=256)]
+    purpose: str
+    expires_after: UploadExpiresAfter | None = None
+
+
+class CompleteUploadRequest(Body):
+    part_ids: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=10_000)]
+    md5: Annotated[str, Meta(max_length=64)] | None = None

@@ -9,11 +9,11 @@ from typing import Any, Callable
 from aiohttp import web
 
 from projections.objects import Assistant, DeletionStatus, File, ListPage, Message, Run, RunStep, Thread
-from service.api import assistants, audit, files, messages, runs, streams, threads, webhooks
+from service.api import assistants, audit, files, messages, runs, streams, threads, uploads, webhooks
 from service.api.http import read_body
 from service.api.requests import (
-    CreateAssistantRequest, CreateMessageRequest, CreateRunRequest, CreateThreadAndRunRequest,
-    CreateThreadRequest, CreateWebhookRequest, SubmitToolOutputsRequest, UpdateAssistantRequest,
+    CompleteUploadRequest, CreateAssistantRequest, CreateMessageRequest, CreateRunRequest,
+    CreateThreadAndRunRequest, CreateThreadRequest, CreateUploadRequest, CreateWebhookRequest, SubmitToolOutputsRequest, UpdateAssistantRequest,
     UpdateMessageRequest, UpdateRunRequest, UpdateThreadRequest, UpdateWebhookRequest,
 )
 
@@ -109,6 +109,18 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/files/{file_id}", files.get_file, "Get a file's description", "Files", response=File),
     Route("DELETE", "/files/{file_id}", files.delete_file, "Delete a file", "Files", response=DeletionStatus),
     Route("GET", "/files/{file_id}/content", files.download_file, "Download a file's bytes", "Files", binary=True),
+
+    Route("POST", "/uploads", uploads.create_upload,
+          "Start an upload of a large file in parts (pending for an hour)", "Uploads",
+          CreateUploadRequest, uploads.Upload),
+    Route("POST", "/uploads/{upload_id}/parts", uploads.add_part,
+          "Add a part (multipart field 'data', at most 64 MB)", "Uploads", response=uploads.UploadPart,
+          multipart=True),
+    Route("POST", "/uploads/{upload_id}/complete", uploads.complete_upload,
+          "Complete an upload: its parts, in order, become a File", "Uploads", CompleteUploadRequest,
+          uploads.Upload),
+    Route("POST", "/uploads/{upload_id}/cancel", uploads.cancel_upload, "Cancel a pending upload", "Uploads",
+          response=uploads.Upload),
 
     Route("POST", "/webhooks", webhooks.create_webhook,
           "Subscribe a URL to event types (the signing secret is in this response only)", "Webhooks",
