@@ -24,12 +24,13 @@ from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
 from service.api.uploads import sweep_uploads
-from service.auth import KeyCache
-from service.config import Config
+from service.auth import KeyCache, Principal
+from service.config import Config, load_token_issuers
 from service.domain.errors import DomainError
 from service.models import tokens
 from service.models.router import ModelRouter
 from service.observability import client_trace_id, current_trace_id, flush_periodically
+from service.oidc import KeysUnavailable, TokenRejected, TokenVerifier, looks_like_jwt
 from service.runs.engine import RunEngine
 from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps
@@ -66,6 +67,7 @@ class Services:
     hub: StreamHub
     webhooks: WebhookDispatcher
     agents: AgentCache      # agents as run creation reads them
+    tokens: TokenVerifier | None = None     # OIDC/JWT bearer tokens, when issuers are configured
 
 
 @web.middleware
@@ -170,7 +172,10 @@ async def _authenticate(request: web.Request) -> None:
     if key is None and request.method == "GET" and request.path.endswith("/stream"):
         key = request.query.get("api_key") or None    # EventSource cannot send headers
     services: Services = request.app[SERVICES]
-    principal = await services.keys.lookup(services.db, key) if key else None
+    if key and services.tokens is not None and looks_like_jwt(key):
+        principal = await _verify_token(services.tokens, key)
+    else:
+        principal = await services.keys.lookup(services.db, key) if key else None
     if principal is None:
         raise ApiError(401, "Incorrect API key provided." if key else
                        "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'api-key: <key>'.",
@@ -190,6 +195,18 @@ async def _authenticate(request: web.Request) -> None:
     request[CTX] = Ctx(project=principal.project, key_id=principal.key_id, request_id=request[REQUEST_ID],
                        trace_id=current_trace_id(), client_request_id=request[CLIENT_REQUEST_ID],
                        client_trace_id=client_trace_id(request.headers.get("traceparent")))
+
+
+async def _verify_token(tokens: TokenVerifier, token: str) -> Principal:
+    """The principal of an OIDC/JWT bearer token, or the 401 (503 while its issuer is unreachable)."""
+    try:
+        return await tokens.verify(token)
+    except TokenRejected as rejected:
+        log.warning("bearer_token_rejected", reason=rejected.reason, issuer=rejected.issuer, kid=rejected.kid)
+        raise ApiError(401, f"Invalid bearer token: {rejected.reason}.", code="invalid_api_key") from None
+    except KeysUnavailable as unavailable:
+        raise ApiError(503, f"The signing keys of token issuer '{unavailable}' cannot be fetched yet. Please retry.",
+                       type_="server_error", code="service_unavailable") from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -237,7 +254,12 @@ def create_app(config: Config, database_url: str) -> web.Application:
         engine = RunEngine(Deps(actors, db, router, config))
         webhooks = WebhookDispatcher(db, store, database_url, config)
         webhooks.start()
-        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents)
+        issuers = load_token_issuers(config.token_issuers_file)
+        token_verifier = TokenVerifier(issuers) if issuers else None
+        if token_verifier is not None:
+            token_verifier.start()
+        app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents,
+                                 token_verifier)
         background = [asyncio.create_task(flush_periodically()),
                       asyncio.create_task(sweep_uploads(uploads, config.file_sweep_seconds))]
         if config.retention_days > 0:
@@ -246,6 +268,8 @@ def create_app(config: Config, database_url: str) -> web.Application:
         yield
         for task in background:
             task.cancel()
+        if token_verifier is not None:
+            await token_verifier.close()
         await engine.close()
         await webhooks.close()
         await hub.close()

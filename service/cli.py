@@ -31,33 +31,77 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config: Config, host: str, port: int) -> None:
+def _tls_context(cert: str | None, key: str | None) -> "ssl.SSLContext | None":
+    """The server's TLS context from --tls-cert/--tls-key (PEM), or None for plain http."""
+    import ssl
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit("threadline serve: give both --tls-cert and --tls-key, or neither")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise SystemExit(f"threadline serve: cannot load the TLS certificate {cert!r} with key {key!r}: {error}")
+    return context
+
+
+def _startup_checks(config: Config) -> None:
+    """Fail at once with a plain message on configuration that the service would fail on later."""
+    from service.config import load_token_issuers
+
+    try:
+        load_token_issuers(config.token_issuers_file)
+    except ValueError as error:
+        raise SystemExit(f"threadline serve: {error}")
+
+
+async def _listen(runner, host: str, port: int, tls) -> None:
+    import errno
+
+    from aiohttp import web
+
+    # No reuse_port: with it a second server on the same port would start and take half the traffic.
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(f"threadline serve: cannot listen on {host}:{port}: address already in use "
+                             "(another server is listening there; choose another --port)")
+        raise SystemExit(f"threadline serve: cannot listen on {host}:{port}: {error.strerror or error}")
+
+
+async def _serve(config: Config, host: str, port: int, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
     from aiohttp import web
 
     from service.api.http import SERVICES
     from service.app import create_app
     from service.auth import bootstrap_default_project
+    from service.observability import flush_logs
 
+    tls = _tls_context(tls_cert, tls_key)
+    _startup_checks(config)
     url = _database_url(config)
     app = create_app(config, url)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    # No reuse_port: a second server on a port in use must fail, not silently share its traffic.
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as error:
-        await runner.cleanup()
-        raise SystemExit(f"threadline serve: cannot listen on {host}:{port}: {error.strerror or error}") from None
+    await _listen(runner, host, port, tls)      # before the first key is made: a failed start loses no key
     async with app[SERVICES].db.acquire() as conn:
         key = await bootstrap_default_project(conn)
     # What start-up allocated lives for the whole process: keep the collector from rescanning it.
     gc.collect()
     gc.freeze()
-    log.info("listening", url=f"http://{host}:{port}", docs=f"http://{host}:{port}/docs")
-    if key is not None:     # the last thing start-up prints, so it is easy to find
-        print("\nCreated project 'default'. Its API key, shown this once:", flush=True)
-        print(key, flush=True)
+    scheme = "https" if tls else "http"
+    log.info("listening", url=f"{scheme}://{host}:{port}", docs=f"{scheme}://{host}:{port}/docs")
+    if key is not None:
+        flush_logs()        # the key is the last thing start-up prints, where it is easy to find
+        print("\nCreated project 'default'. Its API key, shown only this once (keep it safe):", key,
+              sep="\n", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -114,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--tls-cert", metavar="PATH", help="serve https with this PEM certificate (chain)")
+    serve.add_argument("--tls-key", metavar="PATH", help="the PEM private key of --tls-cert")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create an API key (the last line printed is the key)")
@@ -145,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     _install_uvloop()
     if args.command == "serve":
         configure_tracing()
-        asyncio.run(_serve(config, args.host, args.port))
+        asyncio.run(_serve(config, args.host, args.port, args.tls_cert, args.tls_key))
     elif args.command == "keys":
         asyncio.run(_create_key(config, args.project))
     elif args.command == "migrate":

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+from service.auth import PROJECT_NAME_PATTERN
 
 
 def _int(name: str, default: int) -> int:
@@ -53,6 +60,7 @@ class Config:
     webhook_concurrency: int = 64            # attempts in flight per subscription (one per thread)
     webhook_delivery_retention_days: float = 30.0
     file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) are swept
+    token_issuers_file: str | None = None    # JSON file of accepted OIDC/JWT issuers (load_token_issuers)
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -86,4 +94,92 @@ class Config:
             webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 64),
             webhook_delivery_retention_days=_float("THREADLINE_WEBHOOK_DELIVERY_RETENTION_DAYS", 30.0),
             file_sweep_seconds=_float("THREADLINE_FILE_SWEEP_SECONDS", 60.0),
+            token_issuers_file=os.environ.get(TOKEN_ISSUERS_ENV) or None,
         )
+
+
+# --- OIDC/JWT bearer tokens ----------------------------------------------------------------------
+# Besides its own keys, Threadline accepts bearer tokens (JWTs) from the issuers this file lists,
+# so an Azure SDK client keeps its TokenCredential (e.g. Microsoft Entra ID) and needs no changes.
+
+TOKEN_ISSUERS_ENV = "THREADLINE_OIDC_ISSUERS"
+# Asymmetric algorithms only: a shared-secret (HS*) or unsigned ("none") token proves nothing here.
+TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+
+
+class TokenIssuer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One accepted issuer. A validated token belongs to `project`, or to projects[token[project_claim]]."""
+    issuer: str                           # the token's `iss`, exactly
+    audience: str | list[str]             # the token's `aud` must be (one of) this
+    jwks_url: str                         # the issuer's signing keys (JWKS)
+    project: str | None = None
+    project_claim: str | None = None
+    projects: dict[str, str] = {}
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256", "ES256"])
+    name: str | None = None               # shown in logs and the audit trail; the issuer's host by default
+    leeway_seconds: float = 60.0          # clock skew allowed on exp / nbf
+    jwks_max_age_seconds: float = 3600.0  # the keys are refetched in the background this often
+    jwks_min_refresh_seconds: float = 60.0  # an unknown kid refetches the keys at most this often
+
+    @property
+    def label(self) -> str:
+        return self.name or urlsplit(self.issuer).hostname or self.issuer
+
+
+class TokenIssuersFile(msgspec.Struct, forbid_unknown_fields=True):
+    issuers: list[TokenIssuer]
+
+
+def load_token_issuers(path: str | None) -> tuple[TokenIssuer, ...]:
+    """The issuers in the file (none without one); ValueError naming the variable and the file."""
+    if not path:
+        return ()
+    where = f"{TOKEN_ISSUERS_ENV} file {path!r}"
+    try:
+        issuers = msgspec.json.decode(Path(path).read_bytes(), type=TokenIssuersFile).issuers
+    except (OSError, msgspec.DecodeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    seen = set()
+    for i, issuer in enumerate(issuers):
+        problem = _issuer_problem(issuer) or ("issuer is listed twice" if issuer.issuer in seen else None)
+        if problem:
+            raise ValueError(f"{where}, issuers[{i}] ({issuer.issuer!r}): {problem}")
+        seen.add(issuer.issuer)
+    return tuple(issuers)
+
+
+def _issuer_problem(issuer: TokenIssuer) -> str | None:
+    if not issuer.issuer:
+        return "'issuer' is empty"
+    audiences = [issuer.audience] if isinstance(issuer.audience, str) else issuer.audience
+    if not audiences or not all(audiences):
+        return "'audience' is empty"
+    url = urlsplit(issuer.jwks_url)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        return "'jwks_url' must be an https URL"
+    if url.scheme == "http" and not _loopback(url.hostname):
+        return "'jwks_url' must be https (http only for a loopback address)"
+    if (issuer.project is None) == (issuer.project_claim is None):
+        return "give either 'project' (every token to one project) or 'project_claim' with 'projects'"
+    if issuer.project_claim is not None and not issuer.projects:
+        return "'project_claim' needs 'projects', a map from claim value to project"
+    if issuer.project is not None and issuer.projects:
+        return "'projects' applies only with 'project_claim'"
+    for name in [issuer.project] if issuer.project is not None else issuer.projects.values():
+        if not re.match(PROJECT_NAME_PATTERN, name):
+            return f"invalid project name {name!r}: letters, digits, '.', '_' and '-', at most 64"
+    unknown = [a for a in issuer.algorithms if a not in TOKEN_ALGORITHMS]
+    if unknown or not issuer.algorithms:
+        return f"'algorithms' must be among {', '.join(TOKEN_ALGORITHMS)}"
+    if issuer.leeway_seconds < 0 or issuer.jwks_min_refresh_seconds < 0 or issuer.jwks_max_age_seconds <= 0:
+        return "'leeway_seconds' and 'jwks_min_refresh_seconds' must be >= 0, 'jwks_max_age_seconds' > 0"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

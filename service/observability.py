@@ -61,8 +61,13 @@ async def flush_periodically() -> None:
 
     while True:
         await asyncio.sleep(FLUSH_EVERY)
-        if _lines is not None:
-            _lines.flush()
+        flush_logs()
+
+
+def flush_logs() -> None:
+    """Write out the buffered log lines now: what is printed next must come after them."""
+    if _lines is not None:
+        _lines.flush()
 
 
 _second = -1
@@ -88,6 +93,7 @@ def _timestamp(_, __, event: dict) -> dict:
 _SHAPES = [
     (r"tl-[A-Za-z0-9_-]{16,}", "tl-[redacted]"),                         # Threadline API keys
     (r"whsec_[A-Za-z0-9+/=]{16,}", "whsec_[redacted]"),                   # webhook signing secrets
+    (r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", "[redacted JWT]"),  # OIDC bearer tokens
     (r"\b((?i:bearer|basic))(\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1\2[redacted]"),  # credentials in a header
     (r"://([^/\s:@\"']+):[^@\s/\"']+@", r"://\1:[redacted]@"),              # passwords in URLs
 ]

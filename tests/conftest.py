@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -222,21 +223,25 @@ def free_port() -> int:
 class ServiceProcess:
     """`threadline serve` in a subprocess, exactly as a user runs it."""
 
-    def __init__(self, database_url: str, env: dict | None = None):
+    def __init__(self, database_url: str, env: dict | None = None, args: tuple[str, ...] = (),
+                 tls_ca: str | None = None):
+        """`args` are added to the command line; with `tls_ca` (the certificate that --tls-cert
+        names, trusted for the health check) the service is reached over https."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self.database_url = database_url
         self.log = tempfile.NamedTemporaryFile(prefix="threadline-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port), *args],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "DATABASE_URL": database_url, "THREADLINE_LOG_FORMAT": "json", **(env or {})})
+        trust = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited: {Path(self.log.name).read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1, context=trust) as r:
                     if r.status == 200:
                         return
             except OSError:
