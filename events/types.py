@@ -305,6 +305,7 @@ class FileUploaded(Event):
     purpose: str
     bytes: int
     sha256: str
+    expires_at: int | None = None      # from `expires_after`: the file is deleted then
 
 
 class FileDeleted(Event):

@@ -64,6 +64,7 @@ class File(msgspec.Struct):
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
+    expires_at: int | None = None
     object: Literal["file"] = "file"
 
 
@@ -176,4 +177,5 @@ def step_from(e: RunStepCreated) -> RunStep:
 
 
 def file_from(e: FileUploaded) -> File:
-    return File(id=e.file_id, bytes=e.bytes, created_at=e.created_at, filename=e.filename, purpose=e.purpose)
+    return File(id=e.file_id, bytes=e.bytes, created_at=e.created_at, filename=e.filename, purpose=e.purpose,
+                expires_at=e.expires_at)

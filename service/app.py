@@ -23,7 +23,7 @@ from service.api.errors import ApiError, error_response
 from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
-from service.api.uploads import sweep_uploads
+from service.api.uploads import sweep_expired
 from service.auth import KeyCache, Principal
 from service.config import Config, load_token_issuers
 from service.domain.errors import DomainError
@@ -261,7 +261,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents,
                                  token_verifier)
         background = [asyncio.create_task(flush_periodically()),
-                      asyncio.create_task(sweep_uploads(uploads, config.file_sweep_seconds))]
+                      asyncio.create_task(sweep_expired(store, uploads, config.file_sweep_seconds))]
         if config.retention_days > 0:
             background.append(asyncio.create_task(
                 erasure.retention_loop(actors, db, config.retention_days, config.retention_sweep_seconds)))

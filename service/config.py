@@ -59,7 +59,7 @@ class Config:
     webhook_retry_window_seconds: float = 86_400.0
     webhook_concurrency: int = 64            # attempts in flight per subscription (one per thread)
     webhook_delivery_retention_days: float = 30.0
-    file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) are swept
+    file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) and files are swept
     token_issuers_file: str | None = None    # JSON file of accepted OIDC/JWT issuers (load_token_issuers)
 
     @classmethod

@@ -22,7 +22,7 @@ ASSISTANT_KEYS = {"id", "object", "created_at", "name", "description", "model", 
 THREAD_KEYS = {"id", "object", "created_at", "metadata", "tool_resources"}
 MESSAGE_KEYS = {"id", "object", "created_at", "thread_id", "status", "incomplete_details", "completed_at",
                 "incomplete_at", "role", "content", "assistant_id", "run_id", "attachments", "metadata"}
-FILE_KEYS = {"id", "object", "bytes", "created_at", "filename", "purpose", "status", "status_details"}
+FILE_KEYS = {"id", "object", "bytes", "created_at", "filename", "purpose", "status", "status_details", "expires_at"}
 LIST_KEYS = {"object", "data", "first_id", "last_id", "has_more"}
 
 

@@ -162,3 +162,76 @@ async def test_files_list_defaults_to_and_accepts_up_to_10000(client):
     assert (await client.call("GET", "/files", params={"limit": "10001"}))[0] == 400
     page = await client.ok("GET", "/files", params={"limit": "2"})
     assert len(page["data"]) == 2 and page["has_more"] is True
+
+
+# --- files that expire (`expires_after`) ----------------------------------------------------------
+
+async def test_files_with_expires_after_are_deleted_by_the_service_when_they_expire(database_url, db):
+    from tests.conftest import ServiceProcess
+    proc = await asyncio.to_thread(ServiceProcess, database_url, {"THREADLINE_FILE_SWEEP_SECONDS": "0.2"})
+    try:
+        with OpenAI(base_url=f"{proc.url}/v1", api_key=await new_key(db), max_retries=0) as oa:
+            hour = {"anchor": "created_at", "seconds": 3600}
+            due = oa.files.create(file=("due.txt", b"gone soon"), purpose="assistants", expires_after=hour)
+            later = oa.files.create(file=("later.txt", b"stays"), purpose="assistants",
+                                    expires_after={"anchor": "created_at", "seconds": 2_592_000})
+            kept = oa.files.create(file=("kept.txt", b"forever"), purpose="assistants")
+            assert due.expires_at == due.created_at + 3600 and later.expires_at == later.created_at + 2_592_000
+            assert kept.expires_at is None and oa.files.retrieve(due.id).expires_at == due.expires_at
+            up = oa.uploads.create(bytes=3, filename="up.txt", mime_type="text/plain", purpose="assistants",
+                                   expires_after={"anchor": "created_at", "seconds": 7200})
+            part = oa.uploads.parts.create(up.id, data=b"abc")
+            done = oa.uploads.complete(up.id, part_ids=[part.id])
+            assert done.file.expires_at == done.file.created_at + 7200
+            assert oa.files.retrieve(done.file.id).expires_at == done.file.expires_at
+            # An hour passes for two of them (the log cannot be edited: the read model's clock is).
+            for f in (due.id, done.file.id):
+                await db.execute("UPDATE files SET data = jsonb_set(data, '{expires_at}',"
+                                 " to_jsonb(extract(epoch FROM now())::int8 - 1)) WHERE id = $1", f)
+            await until(lambda: db.fetchval("SELECT count(*) = 0 FROM files WHERE id = ANY($1::text[])",
+                                            [due.id, done.file.id]), "the sweeper deletes the expired files")
+            listed = {f.id for f in oa.files.list()}
+            assert due.id not in listed and done.file.id not in listed and {later.id, kept.id} <= listed
+            for gone in (due.id, done.file.id):
+                status, _ = await _status(proc.url, oa.api_key, f"/v1/files/{gone}")
+                assert status == 404
+                status, _ = await _status(proc.url, oa.api_key, f"/v1/files/{gone}/content")
+                assert status == 404
+                assert await db.fetchval("SELECT count(*) FROM blob_chunks WHERE blob_id = $1", gone) == 0
+                meta = await db.fetchval("SELECT metadata->>'causation' FROM events WHERE stream = $1"
+                                         " AND type = 'FileDeleted'", f"file-{gone}")
+                assert meta == "file expired"
+            assert oa.files.content(later.id).content == b"stays"
+    finally:
+        proc.stop()
+
+
+async def _status(url: str, key: str, path: str):
+    import aiohttp
+    async with aiohttp.ClientSession() as http, http.get(url + path, headers={"Authorization": f"Bearer {key}"}) as r:
+        return r.status, await r.read()
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"expires_after[anchor]": "last_active_at", "expires_after[seconds]": "3600"}, "expires_after[anchor]"),
+    ({"expires_after[seconds]": "3600"}, "expires_after[anchor]"),
+    ({"expires_after[anchor]": "created_at"}, "expires_after[seconds]"),
+    ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "3599"}, "expires_after[seconds]"),
+    ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "2592001"}, "expires_after[seconds]"),
+    ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "1e4"}, "expires_after[seconds]"),
+])
+async def test_a_bad_expires_after_is_refused_naming_the_field(client, fields, param):
+    form = FormData()
+    form.add_field("purpose", "assistants")
+    for name, value in fields.items():
+        form.add_field(name, value)
+    form.add_field("file", b"x", filename="x.txt")
+    status, err = await client.call("POST", "/files", data=form)
+    assert status == 400 and err["error"]["param"] == param, err
+
+
+async def test_an_upload_refuses_a_bad_expires_after(client):
+    status, err = await client.call("POST", "/uploads", json={
+        "bytes": 1, "filename": "a", "mime_type": "text/plain", "purpose": "assistants",
+        "expires_after": {"anchor": "created_at", "seconds": 60}})
+    assert status == 400 and "expires_after" in (err["error"]["param"] or ""), err

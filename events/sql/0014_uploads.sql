@@ -10,6 +10,7 @@ CREATE TABLE uploads (
     filename   text NOT NULL,
     mime_type  text NOT NULL,
     purpose    text NOT NULL,
+    file_expires_after integer,          -- the completed file's `expires_after` seconds, if any
     file_id    text
 );
 CREATE INDEX uploads_pending_expiry ON uploads (expires_at) WHERE status = 'pending';

@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from events.store import Append, write_appends
+from events.store import Append, EventMetadata, EventStore, write_appends
 from events.types import FileUploaded
 from projections import queries
 from projections.objects import DeletionStatus, File, file_from
@@ -21,6 +21,7 @@ from service.actors import execute
 from service.api.errors import ApiError, not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.domain import file as file_domain
+from service.domain.errors import NotFound
 from service.ids import new_id, now
 
 CHUNK_BYTES = 1 << 20
@@ -29,6 +30,7 @@ PURPOSES = ("assistants", "assistants_output", "vision", "batch", "fine-tune", "
 # Postgres text/jsonb cannot hold NUL or lone surrogates (undecodable filename bytes arrive as those).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _UNREADABLE = "The multipart body could not be read."
+EXPIRES_AFTER_SECONDS = (3600, 2_592_000)     # OpenAI's range: an hour to 30 days
 
 
 def _stream(file_id: str) -> str:
@@ -46,6 +48,7 @@ async def upload_file(request: web.Request) -> web.Response:
         raise ApiError(400, "The multipart body could not be read.") from None
     file_id = new_id("file-")
     purpose = filename = named = None
+    expires_after: dict[str, str] = {}
     size = 0
     sha = hashlib.sha256()
     async with tl.uploads.acquire() as conn, conn.transaction():
@@ -58,6 +61,9 @@ async def upload_file(request: web.Request) -> web.Response:
                     await part.release()
                 elif part.name == "filename":   # azure-ai-agents `upload(file=bytes, filename=...)` sends it as a field
                     named = (await part.read_chunk(1024)).decode("utf-8", "replace").strip() or None
+                    await part.release()
+                elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
+                    expires_after[part.name] = (await part.read_chunk(64)).decode("utf-8", "replace").strip()
                     await part.release()
                 elif part.name == "file" and filename is None:
                     filename = (part.filename or "upload")[:512]
@@ -87,11 +93,47 @@ async def upload_file(request: web.Request) -> web.Response:
         if purpose not in PURPOSES:
             raise ApiError(400, f"Invalid value for 'purpose': '{purpose[:64]}' is not one of {', '.join(PURPOSES)}.",
                            param="purpose")
-        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=now(), filename=filename,
-                                purpose=purpose, bytes=size, sha256=sha.hexdigest())
+        lifetime = _expires_after(expires_after)
+        created = now()
+        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=created, filename=filename,
+                                purpose=purpose, bytes=size, sha256=sha.hexdigest(),
+                                expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
         await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projection)
     return json_ok(file_from(uploaded))
+
+
+def _expires_after(fields: dict[str, str]) -> int | None:
+    """The file's lifetime in seconds from the form fields `expires_after[anchor]` and
+    `expires_after[seconds]` (as the SDKs send `expires_after={...}`), or None without them."""
+    if not fields:
+        return None
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor != "created_at":
+        raise ApiError(400, f"Invalid value for 'expires_after[anchor]': expected 'created_at', got "
+                            f"{'nothing' if anchor is None else repr(anchor[:32])}.", param="expires_after[anchor]")
+    low, high = EXPIRES_AFTER_SECONDS
+    if seconds is None or not seconds.isascii() or not seconds.isdigit() or not low <= int(seconds) <= high:
+        raise ApiError(400, f"Invalid value for 'expires_after[seconds]': expected an integer from {low} to {high}.",
+                       param="expires_after[seconds]")
+    return int(seconds)
+
+
+async def expire_files(store: EventStore, db, limit: int = 500) -> int:
+    """Delete the files past their `expires_at`, exactly as DELETE /files/{id} would (the event,
+    the read model, the bytes); how many were due. Two processes sweeping at once are safe: the
+    second one's delete finds the file already gone."""
+    due = await db.fetch("SELECT id, project FROM files WHERE data->>'expires_at' IS NOT NULL"
+                         " AND (data->>'expires_at')::bigint <= $1 ORDER BY (data->>'expires_at')::bigint LIMIT $2",
+                         now(), limit)
+    for file_id, project in due:
+        try:
+            await execute(store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
+                          file_domain.evolve, file_domain.DeleteFile(project),
+                          EventMetadata(project=project, causation="file expired"))
+        except NotFound:
+            pass
+    return len(due)
 
 
 async def _write_chunk(conn, file_id: str, seq: int, data: bytearray) -> None:

@@ -83,13 +83,7 @@ def openapi_document() -> dict[str, Any]:
             required = any(f.required for f in msgspec.structs.fields(r.body))
             op["requestBody"] = {"required": required, "content": {"application/json": {"schema": refs[r.body]}}}
         if r.multipart:
-            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["purpose", "file"], "additionalProperties": False,
-                "properties": {"purpose": {"type": "string", "enum": list(PURPOSES)},
-                               "file": {"type": "string", "format": "binary"},
-                               "filename": {"type": "string", "maxLength": 512,
-                                            "description": "Overrides the file part's own filename."}},
-            }}}}
+            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": _FORMS[r.path]}}}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -109,6 +103,24 @@ def openapi_document() -> dict[str, Any]:
 
 
 # Before OpenAPI 3.2's `itemSchema`, an event stream's `schema` describes each event, not the stream.
+_FORMS = {     # the multipart bodies, by path
+    "/files": {
+        "type": "object", "required": ["purpose", "file"], "additionalProperties": False,
+        "properties": {"purpose": {"type": "string", "enum": list(PURPOSES)},
+                       "file": {"type": "string", "format": "binary"},
+                       "filename": {"type": "string", "maxLength": 512,
+                                    "description": "Overrides the file part's own filename."},
+                       "expires_after[anchor]": {"type": "string", "enum": ["created_at"],
+                                                 "description": "With expires_after[seconds]: the file is deleted "
+                                                                "that long after it was created."},
+                       "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2_592_000}},
+    },
+    "/uploads/{upload_id}/parts": {
+        "type": "object", "required": ["data"], "additionalProperties": False,
+        "properties": {"data": {"type": "string", "format": "binary", "description": "At most 64 MB."}},
+    },
+}
+
 _SSE_EVENT = {
     "type": "object", "required": ["event", "data"],
     "properties": {

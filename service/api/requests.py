@@ -276,7 +276,8 @@ class UpdateWebhookRequest(Body):
                                         "response); the old one still signs for 24 hours.")] = False
 
 
-class UploadExpiresAfter(Body):
+class FileExpiresAfter(Body):
+    """A file is deleted `seconds` (1 hour to 30 days) after it was created."""
     anchor: Literal["created_at"]
     seconds: Annotated[int, Meta(ge=3600, le=2_592_000)]
 
@@ -286,7 +287,7 @@ class CreateUploadRequest(Body):
     filename: Annotated[str, Meta(min_length=1, max_length=512)]
     mime_type: Annotated[str, Meta(min_length=1, max_length=256)]
     purpose: str
-    expires_after: UploadExpiresAfter | None = None
+    expires_after: FileExpiresAfter | None = None     # the completed file's; an upload itself expires in 1 hour
 
 
 class CompleteUploadRequest(Body):

@@ -21,7 +21,7 @@ from events.store import Append, write_appends
 from events.types import FileUploaded
 from projections.objects import File, file_from
 from service.api.errors import ApiError, not_found
-from service.api.files import CHUNK_BYTES, PURPOSES, _stream, _write_chunk
+from service.api.files import CHUNK_BYTES, PURPOSES, _stream, _write_chunk, expire_files
 from service.api.http import ctx_of, json_ok, services
 from service.api.requests import CompleteUploadRequest, CreateUploadRequest
 from service.domain import file as file_domain
@@ -85,10 +85,11 @@ async def create_upload(request: web.Request, body: CreateUploadRequest) -> web.
     upload_id = new_id("upload_")
     async with tl.uploads.acquire() as conn:
         row = await conn.fetchrow(
-            "INSERT INTO uploads (id, project, status, created_at, expires_at, bytes, filename, mime_type, purpose)"
-            " VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) RETURNING *",
+            "INSERT INTO uploads (id, project, status, created_at, expires_at, bytes, filename, mime_type, purpose,"
+            " file_expires_after) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9) RETURNING *",
             upload_id, ctx.project, created, created + UPLOAD_TTL_SECONDS, body.bytes,
-            body.filename.replace("\x00", "\ufffd"), body.mime_type, body.purpose)
+            body.filename.replace("\x00", "\ufffd"), body.mime_type, body.purpose,
+            body.expires_after.seconds if body.expires_after else None)
         return json_ok(await _upload_of(conn, row))
 
 
@@ -168,8 +169,10 @@ async def complete_upload(request: web.Request, body: CompleteUploadRequest) -> 
         if leftover:
             await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::text[])", leftover)
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
-        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=now(), filename=row["filename"],
-                                purpose=row["purpose"], bytes=total, sha256=sha.hexdigest())
+        created, lifetime = now(), row["file_expires_after"]
+        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=created, filename=row["filename"],
+                                purpose=row["purpose"], bytes=total, sha256=sha.hexdigest(),
+                                expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
         await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("complete_upload"))],
                             tl.store.projection)
@@ -207,11 +210,15 @@ async def expire_uploads(pool) -> int:
     return len(ids)
 
 
-async def sweep_uploads(pool, every_seconds: float) -> None:
-    """Every process sweeps; SKIP LOCKED keeps two processes off the same rows."""
+async def sweep_expired(store, pool, every_seconds: float) -> None:
+    """Every process sweeps expired uploads (SKIP LOCKED keeps two processes off the same rows)
+    and expired files (a file deleted twice is deleted once)."""
     while True:
         await asyncio.sleep(every_seconds)
         try:
-            await expire_uploads(pool)
+            uploads = await expire_uploads(pool)
+            files = await expire_files(store, store.pool)
+            if uploads or files:
+                log.info("expired", uploads=uploads, files=files)
         except Exception:   # a failed sweep (e.g. the database restarting) is retried next interval
-            log.exception("upload_sweep_failed")
+            log.exception("expiry_sweep_failed")
