@@ -41,7 +41,7 @@ def run_node(script: str, env: dict) -> dict:
     node = shutil.which("node")
     assert node, "node is not on PATH"
     proc = subprocess.run([node, str(NODE_DIR / script)], cwd=NODE_DIR, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **env})
+                          timeout=60, env={**os.environ, **env})
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

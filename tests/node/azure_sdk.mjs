@@ -5,6 +5,7 @@
 // permitted for non-TLS protected (non-https) URLs"), and AgentsClient drops the
 // `credentials.apiKeyHeaderName` a key credential would need. So the client gets no credential and
 // a per-call pipeline policy that sets `Authorization: Bearer <key>` (the JS twin of wire-api §1.2).
+import { Readable } from 'node:stream';
 import { AgentsClient } from '@azure/ai-agents';
 
 const bearer = (key) => ({
@@ -33,15 +34,21 @@ out.poll = { status: run.status, reply: await lastReply(thread.id) };
 // function calling: requires_action -> submitToolOutputs -> completed
 const tooly = await client.createAgent(`builtin/script:${script}`, { name: 'tools', tools });
 const t2 = await client.threads.create({ messages: [{ role: 'user', content: 'weather?' }] });
-let r2 = await client.runs.createAndPoll(t2.id, tooly.id, { pollingOptions: { intervalInMs: 100 } }).pollUntilDone();
+// createAndPoll in @azure/ai-agents 1.1.0 counts requires_action as "running" and would poll for
+// ever, so a function-calling run is created and polled with runs.get.
+const waitFor = async (run, done) => {
+  const deadline = Date.now() + 20000;
+  while (!done.includes(run.status) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    run = await client.runs.get(run.threadId, run.id);
+  }
+  return run;
+};
+let r2 = await waitFor(await client.runs.create(t2.id, tooly.id), ['requires_action', 'completed', 'failed', 'cancelled', 'expired']);
 const firstStatus = r2.status;
 const call = r2.requiredAction.submitToolOutputs.toolCalls[0];
 await client.runs.submitToolOutputs(t2.id, r2.id, [{ toolCallId: call.id, output: 'sunny' }]);
-const deadline = Date.now() + 20000;
-while (!['completed', 'failed', 'cancelled', 'expired'].includes(r2.status) && Date.now() < deadline) {
-  await new Promise((r) => setTimeout(r, 100));
-  r2 = await client.runs.get(t2.id, r2.id);
-}
+r2 = await waitFor(r2, ['completed', 'failed', 'cancelled', 'expired']);
 out.tools = { first: firstStatus, name: call.function.name, arguments: call.function.arguments,
   status: r2.status, reply: await lastReply(t2.id) };
 
