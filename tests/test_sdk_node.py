@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import new_key
 
 NODE_DIR = Path(__file__).parent / "node"
-ARGUMENTS = '{"city": "Paris"}'
+ARGUMENTS = '{"city": "Paris", "detail": "hourly forecast for the next three days, in Celsius"}'
+PACE = 0.06     # seconds between the script's words: more than the run's 50 ms batching, so several deltas
 
 pytestmark = pytest.mark.skipif(
     not (NODE_DIR / "node_modules").is_dir() and not os.environ.get("CI"),
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 def tool_script(tmp_path) -> Path:
     path = tmp_path / "weather.json"
     path.write_text(json.dumps({"turns": [
-        {"tool_calls": [{"name": "get_weather", "arguments": ARGUMENTS}]},
+        {"tool_calls": [{"name": "get_weather", "arguments": ARGUMENTS}], "chunk_delay": PACE},
         {"text": "It is sunny in Paris."},
     ]}))
     return path
