@@ -23,6 +23,20 @@ def _database_url(config: Config) -> str:
     return embedded_database_url(config.data_dir)
 
 
+def _existing_database_url(config: Config) -> str:
+    """The service's database for every command but `serve`: only `serve` may create the embedded one,
+    so a command run against the wrong directory says where it looked instead of printing a key for a
+    new, empty database."""
+    if config.database_url:
+        return config.database_url
+    if not (config.data_dir / "pgdata" / "PG_VERSION").is_file():
+        sys.exit(f"threadline: no Threadline database in {config.data_dir} (looked for {config.data_dir / 'pgdata'}); "
+                 "nothing was created.\nPoint this command at the service's database with DATABASE_URL=postgresql://... "
+                 "or THREADLINE_DATA_DIR=<the data directory `threadline serve` uses>, "
+                 "or run `threadline serve` once to create it there.")
+    return _database_url(config)
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -118,7 +132,7 @@ async def _create_key(config: Config, project: str) -> None:
 
     if not re.match(PROJECT_NAME_PATTERN, project):
         sys.exit(f"invalid project name {project!r}: letters, digits, '.', '_' and '-', at most 64")
-    pool = await database.connect(_database_url(config), 2)
+    pool = await database.connect(_existing_database_url(config), 2)
     try:
         await database.prepare(pool)
         async with pool.acquire() as conn:
@@ -132,7 +146,7 @@ async def _create_key(config: Config, project: str) -> None:
 async def _migrate(config: Config) -> None:
     from service import database
 
-    pool = await database.connect(_database_url(config), 2)
+    pool = await database.connect(_existing_database_url(config), 2)
     try:
         applied = await database.prepare(pool)
     finally:
@@ -144,7 +158,7 @@ async def _with_database(config: Config, work):
     """Run `work(pool)` against the migrated database; returns what it returns."""
     from service import database
 
-    pool = await database.connect(_database_url(config), 4)
+    pool = await database.connect(_existing_database_url(config), 4)
     try:
         await database.prepare(pool)
         return await work(pool)
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if ok else 1)
     elif args.command == "projections":
         from projections import rebuild as rebuilding
-        sys.exit(asyncio.run(rebuilding.rebuild_from_cli(_database_url(config), args.batch_size)))
+        sys.exit(asyncio.run(rebuilding.rebuild_from_cli(_existing_database_url(config), args.batch_size)))
 
 
 if __name__ == "__main__":

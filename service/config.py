@@ -14,6 +14,11 @@ import msgspec
 from service.auth import PROJECT_NAME_PATTERN
 
 
+# The checkout's .threadline, wherever the command is run from: `ops/serve` runs the service from the
+# checkout root, and every other command must find that same database, not start an empty one in the CWD.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".threadline"
+
+
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -66,7 +71,7 @@ class Config:
     def from_env(cls) -> "Config":
         return cls(
             database_url=os.environ.get("DATABASE_URL") or None,
-            data_dir=Path(os.environ.get("THREADLINE_DATA_DIR", ".threadline")).resolve(),
+            data_dir=Path(os.environ.get("THREADLINE_DATA_DIR") or DEFAULT_DATA_DIR).resolve(),
             max_body_bytes=_int("THREADLINE_MAX_BODY_BYTES", 8 * 1024 * 1024),
             max_file_bytes=_int("THREADLINE_MAX_FILE_BYTES", 512 * 1024 * 1024),
             actor_idle_seconds=_float("THREADLINE_ACTOR_IDLE_SECONDS", 300.0),
