@@ -30,6 +30,8 @@ from service.app import create_app
 from service.auth import create_key
 from service.config import Config
 
+from tmp_hygiene import EMBEDDED_TEST_POSTGRES, pytest_configure, pytest_sessionfinish, scratch_dir  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +52,7 @@ def server_url():
     if os.environ.get("TEST_DATABASE_URL"):
         url = os.environ["TEST_DATABASE_URL"]
     else:
-        url = database.embedded_database_url(Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}")
+        url = database.embedded_database_url(EMBEDDED_TEST_POSTGRES)
     asyncio.run(drop_test_databases(url, lambda made, pid: made is None or made < time.time() - STALE_AFTER_SECONDS))
     yield url
     asyncio.run(drop_test_databases(url, lambda made, pid: pid == os.getpid()))

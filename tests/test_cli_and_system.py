@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +19,8 @@ from conftest import ROOT, fresh_database, free_port
 from service.api.routes import PREFIXES, ROUTES
 
 
-def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=ROOT, env=env, capture_output=True,
+def run_cli(*args: str, env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -122,7 +123,14 @@ async def test_replay_of_an_unknown_thread_fails_with_a_message(database_url):
 
 
 async def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts():
-    data_dir = tempfile.mkdtemp(prefix="tl-embedded-")
+    data_dir = tempfile.mkdtemp(prefix="tl-embedded-")   # not tmp_path: its Unix socket's path must be short
+    try:
+        await _embedded_postgres_keeps_data_across_restarts(data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _embedded_postgres_keeps_data_across_restarts(data_dir: str):
     env = clean_env(THREADLINE_DATA_DIR=data_dir)
     svc = await asyncio.to_thread(Serve, env)
     try:
@@ -139,6 +147,64 @@ async def test_without_database_url_an_embedded_postgres_keeps_data_across_resta
         assert status == 200 and thread["metadata"] == {"keep": "me"}
     finally:
         again.stop()
+
+
+def test_the_default_data_directory_is_the_checkouts_wherever_the_command_runs(tmp_path, monkeypatch):
+    from service.config import Config
+
+    monkeypatch.delenv("THREADLINE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert Config.from_env().data_dir == ROOT / ".threadline"
+
+
+async def test_commands_other_than_serve_never_create_a_database_and_say_where_they_looked(tmp_path):
+    """Run from another directory against a data directory with no database: each command fails,
+    naming the directory and the two ways to point it elsewhere; nothing is created."""
+    missing = tmp_path / "no-service-here"
+    env = clean_env(THREADLINE_DATA_DIR=str(missing), HOME=str(tmp_path))
+    for command in (["keys", "create", "--project", "team-a"], ["migrate"], ["replay", "thread_x"],
+                    ["erase", "thread_x"], ["audit", "verify", "--all"], ["projections", "rebuild"]):
+        done = await asyncio.to_thread(run_cli, *command, env=env, cwd=tmp_path)
+        assert done.returncode != 0, (command, done.stdout)
+        assert f"no Threadline database in {missing}" in done.stderr, (command, done.stderr)
+        assert "DATABASE_URL" in done.stderr and "THREADLINE_DATA_DIR" in done.stderr
+        assert "tl-" not in done.stdout                                  # no key for an empty database
+        assert not missing.exists() and not (tmp_path / ".threadline").exists(), command
+
+
+async def test_audit_progress_rewrites_a_line_only_on_a_terminal(server_url):
+    import pty
+
+    env = clean_env(DATABASE_URL=await fresh_database(server_url))
+    logged = await asyncio.to_thread(run_cli, "audit", "verify", "--all", env=env)
+    assert logged.returncode == 0 and "every hash chain verifies" in logged.stderr, logged.stderr
+    assert "\r" not in logged.stderr and logged.stderr.startswith("verified 0 events")
+
+    def on_a_terminal() -> str:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "service", "audit", "verify", "--all"], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=follower, timeout=120)
+            assert proc.returncode == 0
+            os.close(follower)
+            follower = -1
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:      # the terminal's other end is closed: all read
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out.decode()
+        finally:
+            os.close(leader)
+            if follower >= 0:
+                os.close(follower)
+
+    shown = await asyncio.to_thread(on_a_terminal)
+    assert "\rverified 0 events" in shown and "every hash chain verifies" in shown, shown
 
 
 async def test_health_openapi_and_reference_page(app_client):

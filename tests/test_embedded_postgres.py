@@ -20,7 +20,7 @@ import asyncpg
 import psutil
 import pytest
 
-from conftest import ROOT, until
+from conftest import EMBEDDED_TEST_POSTGRES, ROOT, until
 from service import database
 
 USER = """
@@ -66,7 +66,7 @@ def crash(pid: int) -> None:
 
 @pytest.fixture
 def data_dir():
-    runtime = Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}" / "run"   # as conftest's
+    runtime = EMBEDDED_TEST_POSTGRES / "run"   # as conftest's
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir = Path(tempfile.mkdtemp(prefix="tl-embedded-"))

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import ServiceProcess, fresh_database, new_key, until
+from conftest import EMBEDDED_TEST_POSTGRES, ServiceProcess, fresh_database, new_key, until
 from faults import (
     Api, check_no_leases, check_threads, delta_text, follow_resuming, script_model, start_assistant_and_thread,
 )
@@ -64,8 +64,7 @@ class StoppablePostgres:
 async def stoppable(server_url):
     """(url of a fresh migrated database, StoppablePostgres). Depends on server_url so the embedded
     server's runtime directory is set up the same way."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(tempfile.gettempdir()) / f"threadline-tests-{os.getuid()}"
-                                                 / "run"))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(EMBEDDED_TEST_POSTGRES / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     pgdata = Path(tempfile.mkdtemp(prefix="tl-faults-pg-"))
     pg = await asyncio.to_thread(StoppablePostgres, pgdata)
