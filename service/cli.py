@@ -29,12 +29,32 @@ def _existing_database_url(config: Config) -> str:
     new, empty database."""
     if config.database_url:
         return config.database_url
+    _require_embedded_database(config)
+    return _database_url(config)
+
+
+def _require_embedded_database(config: Config) -> None:
     if not (config.data_dir / "pgdata" / "PG_VERSION").is_file():
         sys.exit(f"threadline: no Threadline database in {config.data_dir} (looked for {config.data_dir / 'pgdata'}); "
                  "nothing was created.\nPoint this command at the service's database with DATABASE_URL=postgresql://... "
                  "or THREADLINE_DATA_DIR=<the data directory `threadline serve` uses>, "
                  "or run `threadline serve` once to create it there.")
-    return _database_url(config)
+
+
+def _running_database_url(config: Config) -> str:
+    """The URL of the service's database as it runs now, for pg_dump and psql: DATABASE_URL, or the
+    embedded Postgres's while it runs (it runs while `threadline serve` does; this never starts it)."""
+    if config.database_url:
+        return config.database_url
+    _require_embedded_database(config)
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = (config.data_dir / "pgdata").resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        sys.exit(f"threadline database-url: the embedded PostgreSQL in {pgdata} is not running; it runs while "
+                 "`threadline serve` does, so start the service first.")
+    return info.get_uri()
 
 
 def _install_uvloop() -> None:
@@ -179,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     create = keys_sub.add_parser("create", help="create an API key (the last line printed is the key)")
     create.add_argument("--project", required=True)
     sub.add_parser("migrate", help="apply pending schema migrations")
+    sub.add_parser("database-url", help="print the URL of the service's database (for pg_dump, psql); "
+                                        "the embedded one only while the service runs")
     replay = sub.add_parser("replay", help="print a thread's timeline from its log")
     replay.add_argument("thread_id")
     replay.add_argument("--format", choices=("text", "full", "jsonl"), default="text",
@@ -210,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_create_key(config, args.project))
     elif args.command == "migrate":
         asyncio.run(_migrate(config))
+    elif args.command == "database-url":
+        print(_running_database_url(config))
     elif args.command == "replay":
         from service import replay as replaying
         asyncio.run(_with_database(config, lambda db: replaying.replay(db, args.thread_id, args.format, args.as_of)))

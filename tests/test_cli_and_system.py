@@ -163,7 +163,7 @@ async def test_commands_other_than_serve_never_create_a_database_and_say_where_t
     missing = tmp_path / "no-service-here"
     env = clean_env(THREADLINE_DATA_DIR=str(missing), HOME=str(tmp_path))
     for command in (["keys", "create", "--project", "team-a"], ["migrate"], ["replay", "thread_x"],
-                    ["erase", "thread_x"], ["audit", "verify", "--all"], ["projections", "rebuild"]):
+                    ["erase", "thread_x"], ["audit", "verify", "--all"], ["projections", "rebuild"], ["database-url"]):
         done = await asyncio.to_thread(run_cli, *command, env=env, cwd=tmp_path)
         assert done.returncode != 0, (command, done.stdout)
         assert f"no Threadline database in {missing}" in done.stderr, (command, done.stderr)
@@ -303,3 +303,56 @@ async def test_logs_are_json_lines_bound_to_request_project_and_thread(service, 
     assert mine[-1]["project"] == "log-binding" and mine[-1]["thread_id"] == thread_id
     assert mine[-1]["status"] == 200 and mine[-1]["level"] == "info"
     assert mine[-1]["client_request_id"] == "req-log-test"
+
+
+PG_BIN = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" \
+    / "pgserver" / "pginstall" / "bin"
+
+
+async def test_the_readme_backup_hot_dump_and_restore_into_a_new_service(tmp_path):
+    """README, Production: `pg_dump "$(threadline database-url)"` while the service runs, restored with
+    pg_restore into another service's database, which then answers with the same thread and key."""
+    first, second = (tempfile.mkdtemp(prefix="tl-backup-") for _ in range(2))   # short paths: Unix sockets
+    dump = tmp_path / "threadline.dump"
+    try:
+        env = clean_env(THREADLINE_DATA_DIR=first)
+        svc = await asyncio.to_thread(Serve, env)
+        try:
+            key = svc.stdout().strip().splitlines()[-1]
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+                async with http.post(svc.url + "/v1/threads", json={"messages": [
+                        {"role": "user", "content": "back me up"}]}) as r:
+                    thread_id = (await r.json())["id"]
+            url = await asyncio.to_thread(run_cli, "database-url", env=env)
+            assert url.returncode == 0, url.stderr
+            done = await asyncio.to_thread(subprocess.run, [str(PG_BIN / "pg_dump"), "-Fc", "-f", str(dump),
+                                                            url.stdout.strip()], capture_output=True, text=True)
+            assert done.returncode == 0 and dump.stat().st_size > 0, done.stderr
+        finally:
+            svc.stop()
+        stopped = await asyncio.to_thread(run_cli, "database-url", env=env)
+        assert stopped.returncode != 0 and "not running" in stopped.stderr and "threadline serve" in stopped.stderr
+
+        env = clean_env(THREADLINE_DATA_DIR=second)
+        target = await asyncio.to_thread(Serve, env)
+        try:
+            url = (await asyncio.to_thread(run_cli, "database-url", env=env)).stdout.strip()
+            done = await asyncio.to_thread(subprocess.run, [str(PG_BIN / "pg_restore"), "--clean", "--if-exists",
+                                                            "-d", url, str(dump)], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        finally:
+            target.stop()
+        restored = await asyncio.to_thread(Serve, env)
+        try:
+            status, messages = await get_json(f"{restored.url}/v1/threads/{thread_id}/messages", key)
+            assert status == 200 and messages["data"][0]["content"][0]["text"]["value"] == "back me up"
+        finally:
+            restored.stop()
+    finally:
+        for d in (first, second):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_database_url_prints_database_url_when_it_is_set():
+    done = run_cli("database-url", env=clean_env(DATABASE_URL="postgresql://u@db.example:5432/tl"))
+    assert done.returncode == 0 and done.stdout.strip() == "postgresql://u@db.example:5432/tl"
