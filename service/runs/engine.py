@@ -136,6 +136,10 @@ class RunEngine:
         for run_id, thread_id, status in await leases.orphans(self.deps.db, self.lease_seconds):
             if run_id in self._tasks:
                 continue
+            # Claim it before redoing its turn: every process of a cluster sees the same orphan, and
+            # only the one holding the lease may requeue it (a second requeue would cancel the redo).
+            if not await leases.claim(self.deps.db, run_id, thread_id, self.owner, self.lease_seconds):
+                continue
             if status != "queued":
                 await self.deps.actors.ask(thread_id, runs.RequeueRun(run_id, now(), "its process stopped"), META)
             log.info("run_adopted", run_id=run_id, thread_id=thread_id, status=status)
