@@ -46,6 +46,14 @@ class Serve:
     def stdout(self) -> str:
         return Path(self.out.name).read_text()
 
+    def printed_key(self, timeout: float = 30) -> str:
+        """The key a first start prints: after /healthz answers (it listens before it makes the key)."""
+        deadline = time.monotonic() + timeout
+        while not (lines := self.stdout().strip().splitlines()) or not lines[-1].startswith("tl-"):
+            assert time.monotonic() < deadline, f"no key printed: {self.stdout()[-2000:]}"
+            time.sleep(0.05)
+        return lines[-1]
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(30)
@@ -71,9 +79,8 @@ async def test_first_start_prints_a_working_key_once_and_keys_create_prints_one_
     first = await asyncio.to_thread(Serve, env)
     try:
         # The key is the last thing start-up prints (log lines included), under a label saying what it is.
-        lines = first.stdout().strip().splitlines()
-        key = lines[-1]
-        assert key.startswith("tl-") and "API key" in lines[-2]
+        key = first.printed_key()
+        assert "API key" in first.stdout().strip().splitlines()[-2]
         assert (await get_json(first.url + "/v1/threads", key))[0] == 200
         assert (await get_json(first.url + "/v1/threads", key + "x"))[0] == 401
     finally:
@@ -134,7 +141,7 @@ async def _embedded_postgres_keeps_data_across_restarts(data_dir: str):
     env = clean_env(THREADLINE_DATA_DIR=data_dir)
     svc = await asyncio.to_thread(Serve, env)
     try:
-        key = svc.stdout().strip().splitlines()[-1]
+        key = svc.printed_key()
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
             async with http.post(svc.url + "/v1/threads", json={"metadata": {"keep": "me"}}) as r:
                 thread_id = (await r.json())["id"]
@@ -318,7 +325,7 @@ async def test_the_readme_backup_hot_dump_and_restore_into_a_new_service(tmp_pat
         env = clean_env(THREADLINE_DATA_DIR=first)
         svc = await asyncio.to_thread(Serve, env)
         try:
-            key = svc.stdout().strip().splitlines()[-1]
+            key = svc.printed_key()
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
                 async with http.post(svc.url + "/v1/threads", json={"messages": [
                         {"role": "user", "content": "back me up"}]}) as r:

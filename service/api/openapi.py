@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from service.api.errors import ErrorEnvelope
-from service.api.files import PURPOSES
+from service.api.files import FILES_PAGE_LIMIT, PURPOSES
 from service.api.http import MAX_VERSION
 from service.api.routes import ROUTES
 
@@ -23,6 +23,7 @@ _QUERY_SCHEMAS = {
     "run_id": {"type": "string", "description": "Only messages created by this run."},
     "purpose": {"type": "string", "description": "Only files with this purpose."},
     "limit@version": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    "limit@/files": {"type": "integer", "minimum": 1, "maximum": FILES_PAGE_LIMIT, "default": FILES_PAGE_LIMIT},
     "after@version": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION,
                   "description": "Resume after this event id (the same as the Last-Event-ID header)."},
     "after@sse": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
@@ -65,7 +66,8 @@ def openapi_document() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in re.findall(r"{(\w+)}", r.path)
             ] + [{"name": q, "in": "query", "required": False,
-                  "schema": (_QUERY_SCHEMAS.get(f"{q}@sse") if r.sse else None) or
+                  "schema": _QUERY_SCHEMAS.get(f"{q}@{r.path}") or
+                            (_QUERY_SCHEMAS.get(f"{q}@sse") if r.sse else None) or
                             (_QUERY_SCHEMAS.get(f"{q}@version") if r.versioned else None) or _QUERY_SCHEMAS[q]}
                  for q in r.query],
             "responses": {
