@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "rebuild": ("rebuild.py", [], ["--events", "50000", "--repeat", "1"]),
     "webhooks": ("webhooks.py", [], ["--seconds", "5"]),
     "soak": ("soak.py", [], ["--seconds", "60", "--warmup", "10"]),
+    "uploads": ("uploads.py", [], ["--mib", "64", "--repeat", "1"]),
 }
 _MACHINE = re.compile(r"^Machine: (.*)$", re.M)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
