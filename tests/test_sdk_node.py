@@ -76,6 +76,8 @@ async def test_openai_node_sdk(service, db, tool_script):
         "THREADLINE_URL": service.url, "THREADLINE_KEY": key, "THREADLINE_SCRIPT_PATH": str(tool_script)})
     check(out)
     assert out["file"]["content"] == "hello file"
+    assert out["upload"]["status"] == "completed" and out["upload"]["bytes"] == 11
+    assert out["upload"]["content"] == "hello world" and out["upload"]["fileId"].startswith("file")
 
 
 async def test_azure_node_sdk(service, db, tool_script):
