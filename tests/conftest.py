@@ -251,6 +251,9 @@ class ServiceProcess:
         raise RuntimeError("service did not become healthy in 60 s")
 
     def stop(self):
+        """Stop it (a process already killed or stopped is fine): its log is read, then removed."""
+        if hasattr(self, "output"):
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)

@@ -28,7 +28,7 @@ THREADS, CLIENTS, ACKED_BEFORE_KILL = 8, 48, 400
 
 @pytest.fixture
 async def processes(own_database):
-    """Start service processes with `start()`; whatever is still alive is stopped at the end."""
+    """Start service processes with `start()`; each is stopped (or, when killed, tidied) at the end."""
     started: list[ServiceProcess] = []
 
     async def start() -> ServiceProcess:
@@ -37,8 +37,7 @@ async def processes(own_database):
 
     yield start
     for p in started:
-        if p.proc.poll() is None:
-            p.stop()
+        p.stop()        # a killed one too: stop() removes its log
 
 
 def kill_9(process: ServiceProcess) -> None:
