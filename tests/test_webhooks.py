@@ -324,6 +324,53 @@ async def test_erasing_a_thread_takes_its_content_out_of_deliveries(hc, receiver
     assert status == 400 and body["error"]["code"] == "delivery_erased"
 
 
+async def test_an_erasure_learned_after_the_delivery_was_written_still_takes_its_content(
+        server_url, receiver, monkeypatch):
+    """The race the test above can hit on a loaded machine: the delivery's row is written after the
+    erasure's scrub ran, and the dispatcher learns of the erasure (from the log or the notice) only
+    after that write. Both are forced here: the write waits for the erasure, the news comes late."""
+    from service import database
+    from service.webhooks import dispatcher, store
+    from conftest import fresh_database
+
+    url = await fresh_database(server_url)      # alone: no other app's dispatcher may take the webhook
+    pool = await database.connect(url, 2)
+    await database.prepare(pool)
+    hook_id, write_allowed = [], asyncio.Event()
+    save, drop_thread = store.save, dispatcher.Worker.drop_thread
+
+    async def save_after_the_erasure(db, webhook_id, *args, **kwargs):
+        if webhook_id in hook_id:
+            await write_allowed.wait()
+        return await save(db, webhook_id, *args, **kwargs)
+
+    def learned_late(self, thread_id):
+        asyncio.get_running_loop().call_later(1.0, drop_thread, self, thread_id)
+
+    monkeypatch.setattr(store, "save", save_after_the_erasure)
+    monkeypatch.setattr(dispatcher.Worker, "drop_thread", learned_late)
+    config = make_config(webhook_allow_http=True, webhook_allow_networks=LOOPBACK)
+    http = TestClient(TestServer(create_app(config, url)))
+    await http.start_server()
+    try:
+        c = Client(http, await new_key(pool, "late-news"))
+        hook = await c.ok("POST", "/webhooks", {"url": receiver.url("/late"), "events": ["thread.message.created"]})
+        hook_id.append(hook["id"])
+        thread_id = (await c.ok("POST", "/threads", {}))["id"]
+        await c.ok("POST", f"/threads/{thread_id}/messages", {"role": "user", "content": "my secret diagnosis"})
+        await until(lambda: receiver.events("/late"), what="the message event")
+        await c.ok("POST", f"/threads/{thread_id}/erase")
+        write_allowed.set()
+
+        async def scrubbed():
+            rows = await pool.fetch("SELECT payload FROM webhook_deliveries WHERE webhook_id = $1", hook["id"])
+            return rows and all(r[0] is None for r in rows)
+        await until(scrubbed, what="the delivery's content gone", timeout=10)
+    finally:
+        await http.close()
+        await pool.close()
+
+
 async def test_a_delivery_waiting_for_its_first_answer_is_listed_as_pending_then_delivered(hc, receiver):
     """A delivery's row is written with its first attempt; one that waits longer is listed anyway."""
     receiver.delay["/held"] = 6.0           # answered well after RECORD_WITHIN (1 s), even on a slow machine

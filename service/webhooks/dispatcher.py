@@ -252,7 +252,9 @@ class Worker:
         self.reads: deque[tuple[int, Checkpoint]] = deque()   # (read number, checkpoint after it), not saved yet
         self.read_count = 0
         self.erased: dict[str, None] = {}                    # threads erased while we held their deliveries
-        self.erased_now: set[str] | None = None              # erased while a write is under way
+        # Erased since our last write began: that write (or one before it, if the erasure's notice
+        # came late) may have stored the thread's content after the erasure's scrub ran.
+        self.to_scrub: set[str] = set()
         self.flush_lock = asyncio.Lock()
         self._task = asyncio.create_task(self._run())
 
@@ -365,8 +367,8 @@ class Worker:
         """The thread was erased: what waits here quoting its content is not sent (and what is
         written from now on keeps no content)."""
         self.erased[thread_id] = None
-        if self.erased_now is not None:
-            self.erased_now.add(thread_id)
+        self.to_scrub.add(thread_id)
+        self.flush_wake.set()
         if len(self.erased) > 10_000:
             del self.erased[next(iter(self.erased))]
         q = self.queues.get(thread_id)
@@ -479,6 +481,13 @@ class Worker:
         """Write attempts, the deliveries read since the last write that are due, and the checkpoint
         as far as every delivery before it is written. `everything`: write all (when stopping)."""
         async with self.flush_lock:
+            if self.to_scrub:     # after every write that could still hold the content: it has the lock
+                threads, self.to_scrub = sorted(self.to_scrub), set()
+                try:
+                    await store.scrub(self.d.db, self.sub.id, threads)
+                except BaseException:
+                    self.to_scrub.update(threads)
+                    raise
             now = time.time()
             batch, self.outcomes = self.outcomes, {}
             added, waiting = [], None
@@ -492,13 +501,11 @@ class Worker:
             target = self.reads[saved_reads - 1][1] if saved_reads else self.saved
             if not added and not updated and (target == self.saved or time.monotonic() - self.saved_at < CHECKPOINT_EVERY):
                 return
-            self.erased_now = set()
             rows = [(d, batch.get(d.id), None if d.thread_id in self.erased and d.event_type != "thread.erased"
                      else d.body.decode()) for d in added]
             try:
                 await store.save(self.d.db, self.sub.id, self.d.owner, self.saved, target, rows, updated, now)
             except BaseException:
-                self.erased_now = None
                 for outcome in batch.values():      # keep them, with anything noted meanwhile after them
                     later = self.outcomes.get(outcome.id)
                     self.outcomes[outcome.id] = outcome if later is None else msgspec.structs.replace(
@@ -509,7 +516,3 @@ class Worker:
             for _ in range(saved_reads):
                 self.reads.popleft()
             self.saved, self.saved_at = target, time.monotonic()
-            # A thread erased while this write was under way may have missed the erasure's scrub.
-            late, self.erased_now = self.erased_now & {d.thread_id for d, _, payload in rows if payload}, None
-            if late:
-                await store.scrub(self.d.db, self.sub.id, sorted(late))
