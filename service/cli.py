@@ -10,7 +10,7 @@ import sys
 
 import structlog
 
-from service.config import Config
+from service.config import Config, ConfigError
 from service.observability import configure_logging, configure_tracing
 
 log = structlog.get_logger("threadline")
@@ -222,7 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     rebuild_cmd.add_argument("--batch-size", type=int, default=10_000, help="events per batch (default 10000)")
     args = parser.parse_args(argv)
 
-    config = Config.from_env()
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        raise SystemExit(f"threadline {args.command}: {error}") from None
     configure_logging(config.log_format)
     _install_uvloop()
     if args.command == "serve":

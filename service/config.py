@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,32 +21,19 @@ from service.auth import PROJECT_NAME_PATTERN
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".threadline"
 
 
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
-
-def _bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return value.strip().lower() in ("1", "true", "yes", "on") if value else default
-
-
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
 @dataclass(frozen=True)
 class Config:
-    database_url: str | None
-    data_dir: Path
-    max_body_bytes: int
-    max_file_bytes: int
-    actor_idle_seconds: float
-    max_actors: int
-    db_pool_size: int
-    upload_connections: int
-    log_format: str
+    """Every setting, with its one default. Each is read from THREADLINE_<FIELD NAME> (ENV_NAMES
+    lists the exceptions); a value that does not parse stops the start, naming the variable."""
+    database_url: str | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_file_bytes: int = 512 * 1024 * 1024
+    actor_idle_seconds: float = 300.0
+    max_actors: int = 10_000
+    db_pool_size: int = 16
+    upload_connections: int = 4
+    log_format: str = "auto"                 # auto (console on a terminal, else json), json, console
     run_expiry_seconds: int = 600
     run_lease_seconds: float = 15.0
     run_sweep_seconds: float = 1.0
@@ -68,39 +57,56 @@ class Config:
     token_issuers_file: str | None = None    # JSON file of accepted OIDC/JWT issuers (load_token_issuers)
 
     @classmethod
-    def from_env(cls) -> "Config":
-        return cls(
-            database_url=os.environ.get("DATABASE_URL") or None,
-            data_dir=Path(os.environ.get("THREADLINE_DATA_DIR") or DEFAULT_DATA_DIR).resolve(),
-            max_body_bytes=_int("THREADLINE_MAX_BODY_BYTES", 8 * 1024 * 1024),
-            max_file_bytes=_int("THREADLINE_MAX_FILE_BYTES", 512 * 1024 * 1024),
-            actor_idle_seconds=_float("THREADLINE_ACTOR_IDLE_SECONDS", 300.0),
-            max_actors=_int("THREADLINE_MAX_ACTORS", 10_000),
-            db_pool_size=_int("THREADLINE_DB_POOL_SIZE", 16),
-            upload_connections=_int("THREADLINE_UPLOAD_CONNECTIONS", 4),
-            log_format=os.environ.get("THREADLINE_LOG_FORMAT", "auto"),
-            run_expiry_seconds=_int("THREADLINE_RUN_EXPIRY_SECONDS", 600),
-            run_lease_seconds=_float("THREADLINE_RUN_LEASE_SECONDS", 15.0),
-            run_sweep_seconds=_float("THREADLINE_RUN_SWEEP_SECONDS", 1.0),
-            max_tool_rounds=_int("THREADLINE_MAX_TOOL_ROUNDS", 20),
-            allow_unexecuted_tools=_bool("THREADLINE_ALLOW_UNEXECUTED_TOOLS", False),
-            shutdown_grace_seconds=_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", 20.0),
-            stream_keepalive_seconds=_float("THREADLINE_STREAM_KEEPALIVE_SECONDS", 15.0),
-            poll_wait_seconds=_float("THREADLINE_POLL_WAIT_SECONDS", 5.0),
-            retention_days=_float("THREADLINE_RETENTION_DAYS", 0.0),
-            retention_sweep_seconds=_float("THREADLINE_RETENTION_SWEEP_SECONDS", 3600.0),
-            webhook_allow_http=_bool("THREADLINE_WEBHOOK_ALLOW_HTTP", False),
-            webhook_allow_networks=os.environ.get("THREADLINE_WEBHOOK_ALLOW_NETWORKS", ""),
-            webhook_timeout_seconds=_float("THREADLINE_WEBHOOK_TIMEOUT_SECONDS", 10.0),
-            webhook_connect_timeout_seconds=_float("THREADLINE_WEBHOOK_CONNECT_TIMEOUT_SECONDS", 5.0),
-            webhook_first_retry_seconds=_float("THREADLINE_WEBHOOK_FIRST_RETRY_SECONDS", 2.0),
-            webhook_max_retry_delay_seconds=_float("THREADLINE_WEBHOOK_MAX_RETRY_DELAY_SECONDS", 3600.0),
-            webhook_retry_window_seconds=_float("THREADLINE_WEBHOOK_RETRY_WINDOW_SECONDS", 86_400.0),
-            webhook_concurrency=_int("THREADLINE_WEBHOOK_CONCURRENCY", 64),
-            webhook_delivery_retention_days=_float("THREADLINE_WEBHOOK_DELIVERY_RETENTION_DAYS", 30.0),
-            file_sweep_seconds=_float("THREADLINE_FILE_SWEEP_SECONDS", 60.0),
-            token_issuers_file=os.environ.get(TOKEN_ISSUERS_ENV) or None,
-        )
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
+        """The settings the environment sets (an empty value is the default); ConfigError names
+        the first variable whose value is not of its setting's type."""
+        values = {}
+        for field in fields(cls):
+            name = env_name(field.name)
+            raw = environ.get(name, "").strip()
+            if raw:
+                values[field.name] = _parse(name, raw, field.type)
+        config = cls(**values)
+        return replace(config, data_dir=Path(config.data_dir).resolve())
+
+
+class ConfigError(ValueError):
+    """A setting's value is unusable; the message names its variable."""
+
+
+# Settings whose variable is not THREADLINE_<FIELD NAME>: names users already know.
+ENV_NAMES = {"database_url": "DATABASE_URL", "token_issuers_file": "THREADLINE_OIDC_ISSUERS"}
+LOG_FORMATS = ("auto", "json", "console")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_NAMES.get(field_name) or f"THREADLINE_{field_name.upper()}"
+
+
+def _parse(name: str, raw: str, kind: str) -> object:
+    # The annotations are strings (from __future__ import annotations); the kinds are these few.
+    if kind == "int":
+        if not re.fullmatch(r"[0-9][0-9_]*", raw):
+            raise ConfigError(f"{name}={raw!r}: expected a whole number of zero or more (e.g. {name}=100)")
+        return int(raw)
+    if kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"{name}={raw!r}: expected a number of zero or more (e.g. {name}=2.5)")
+        return value
+    if kind == "bool":
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
+        return raw.lower() in _TRUE
+    if kind == "Path":
+        return Path(raw)
+    if name == env_name("log_format") and raw not in LOG_FORMATS:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(LOG_FORMATS)}")
+    return raw
 
 
 # --- OIDC/JWT bearer tokens ----------------------------------------------------------------------

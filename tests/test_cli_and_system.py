@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from conftest import ROOT, fresh_database, free_port
@@ -127,6 +128,33 @@ def service_database(service) -> str:
 async def test_replay_of_an_unknown_thread_fails_with_a_message(database_url):
     done = await asyncio.to_thread(run_cli, "replay", "thread_doesnotexist", env=clean_env(DATABASE_URL=database_url))
     assert done.returncode != 0 and "no thread thread_doesnotexist" in done.stderr
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("THREADLINE_MAX_BODY_BYTES", "8MB", "expected a whole number"),
+    ("THREADLINE_RUN_LEASE_SECONDS", "-5", "expected a number of zero or more"),
+    ("THREADLINE_WEBHOOK_ALLOW_HTTP", "yes please", "expected one of 1, true"),
+    ("THREADLINE_LOG_FORMAT", "xml", "expected one of auto, json, console"),
+])
+def test_a_setting_that_does_not_parse_stops_the_start_naming_its_variable(database_url, name, value, expected):
+    done = run_cli("serve", "--port", "0", env={**clean_env(DATABASE_URL=database_url), name: value})
+    assert done.returncode != 0, done.stdout
+    assert f"{name}={value!r}" in done.stderr and expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_every_setting_is_read_from_the_variable_the_readme_names():
+    """The variable names come from the field names: each one must be in the README's table."""
+    from service.config import Config, env_name
+    from dataclasses import fields
+    readme = (ROOT / "README.md").read_text()
+    missing = [env_name(f.name) for f in fields(Config) if f"`{env_name(f.name)}`" not in readme]
+    assert missing == [], f"settings the README does not list: {missing}"
+    overridden = Config.from_env({"THREADLINE_MAX_TOOL_ROUNDS": "3", "THREADLINE_WEBHOOK_ALLOW_HTTP": "off",
+                                  "THREADLINE_POLL_WAIT_SECONDS": "0.5", "THREADLINE_OIDC_ISSUERS": "/x.json"})
+    assert (overridden.max_tool_rounds, overridden.webhook_allow_http, overridden.poll_wait_seconds,
+            overridden.token_issuers_file) == (3, False, 0.5, "/x.json")
+    assert Config.from_env({"THREADLINE_MAX_TOOL_ROUNDS": ""}).max_tool_rounds == 20    # empty: the default
 
 
 async def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts():
