@@ -249,7 +249,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
         hub.listen(database_url)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
-        router = ModelRouter.from_env()
+        router = ModelRouter.from_config(config)
         await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
         engine = RunEngine(Deps(actors, db, router, config))
         webhooks = WebhookDispatcher(db, store, database_url, config)

@@ -6,7 +6,7 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -55,17 +55,21 @@ class Config:
     webhook_delivery_retention_days: float = 30.0
     file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) and files are swept
     token_issuers_file: str | None = None    # JSON file of accepted OIDC/JWT issuers (load_token_issuers)
+    models_file: str | None = None           # the JSON models table (service/models/router.py)
+    openai_base_url: str | None = None       # the default provider, for model names not in the table
+    openai_api_key: str | None = field(default=None, repr=False)
+    script_file: str | None = None           # builtin/script's script when the model name gives none
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
         """The settings the environment sets (an empty value is the default); ConfigError names
         the first variable whose value is not of its setting's type."""
         values = {}
-        for field in fields(cls):
-            name = env_name(field.name)
+        for setting in fields(cls):
+            name = env_name(setting.name)
             raw = environ.get(name, "").strip()
             if raw:
-                values[field.name] = _parse(name, raw, field.type)
+                values[setting.name] = _parse(name, raw, setting.type)
         config = cls(**values)
         return replace(config, data_dir=Path(config.data_dir).resolve())
 
@@ -75,13 +79,21 @@ class ConfigError(ValueError):
 
 
 # Settings whose variable is not THREADLINE_<FIELD NAME>: names users already know.
-ENV_NAMES = {"database_url": "DATABASE_URL", "token_issuers_file": "THREADLINE_OIDC_ISSUERS"}
+ENV_NAMES = {"database_url": "DATABASE_URL", "token_issuers_file": "THREADLINE_OIDC_ISSUERS",
+             "models_file": "THREADLINE_MODELS", "openai_base_url": "OPENAI_BASE_URL",
+             "openai_api_key": "OPENAI_API_KEY", "script_file": "THREADLINE_SCRIPT"}
 LOG_FORMATS = ("auto", "json", "console")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def env_name(field_name: str) -> str:
     return ENV_NAMES.get(field_name) or f"THREADLINE_{field_name.upper()}"
+
+
+def secret_from_env(name: str) -> str:
+    """A secret that configuration names by its variable (a models-table entry's `api_key_env`):
+    read when it is used, so a rotated key needs no new models table. Empty when unset."""
+    return os.environ.get(name, "").strip()
 
 
 def _parse(name: str, raw: str, kind: str) -> object:

@@ -48,8 +48,8 @@ async def service(fake, database_url, project, tmp_path, monkeypatch, **config) 
     table = fake.models_file_content(*FAULTS, "healthy", api_key_env="FAKE_KEY", read_timeout=READ_TIMEOUT,
                                      connect_timeout=READ_TIMEOUT, max_attempts=ATTEMPTS, retry_base_delay=0.01)
     (tmp_path / "models.json").write_text(json.dumps(table))
-    monkeypatch.setenv("THREADLINE_MODELS", str(tmp_path / "models.json"))
     monkeypatch.setenv("FAKE_KEY", "sk-fake")
+    config = {"models_file": str(tmp_path / "models.json"), **config}
     http = TestClient(TestServer(create_app(make_config(**config), database_url)))
     await http.start_server()
     return http

@@ -43,14 +43,13 @@ async def fake():
 
 
 @pytest.fixture
-async def api(fake, database_url, project, tmp_path, monkeypatch):
+async def api(fake, database_url, project, tmp_path):
     """The service with three models on the fake provider: a chat model, a reasoning model known by
     its name, and an o-named model the table says does not reason."""
     base = fake.models_file_content("gpt-4o", max_attempts=1)["models"]["gpt-4o"]
     table = {"models": {"gpt-4o": base, "o3-mini": base, "o3-lookalike": {**base, "model": "o3", "reasoning": False}}}
     (tmp_path / "models.json").write_text(json.dumps(table))
-    monkeypatch.setenv("THREADLINE_MODELS", str(tmp_path / "models.json"))
-    app = create_app(make_config(), database_url)
+    app = create_app(make_config(models_file=str(tmp_path / "models.json")), database_url)
     http = TestClient(TestServer(app))
     await http.start_server()
     yield Client(http, project[1])

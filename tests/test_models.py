@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import Config
 from service.models.base import Finished, ModelError, ModelRequest, TextDelta, ToolCallDelta, Usage
 from service.models.builtin import EchoModel, ScriptModel, turn_index
 from service.models.context import fit_counted, fit_messages, history_messages, to_chat_messages
@@ -288,8 +289,7 @@ async def test_router_sends_table_models_to_their_server(fake, tmp_path, monkeyp
     models.write_text(json.dumps(fake.models_file_content(
         "local-llama", api_key_env="FAKE_KEY", model="llama-3.1-8b", context_window=8192, encoding="llama3",
         read_timeout=0.5, max_attempts=2, retry_base_delay=0.01)))
-    monkeypatch.setenv("THREADLINE_MODELS", str(models))
-    router = ModelRouter.from_env()
+    router = ModelRouter.from_config(Config.from_env({"THREADLINE_MODELS": str(models)}))
     provider, info = router.resolve("local-llama")
     assert (info.context_window, info.encoding) == (8192, "llama3")
     assert router.resolve("local-llama")[0] is provider
@@ -300,11 +300,8 @@ async def test_router_sends_table_models_to_their_server(fake, tmp_path, monkeyp
     await router.aclose()
 
 
-async def test_router_default_provider_comes_from_openai_env(fake, monkeypatch):
-    monkeypatch.delenv("THREADLINE_MODELS", raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-default")
-    router = ModelRouter.from_env()
+async def test_router_default_provider_comes_from_openai_env(fake):
+    router = ModelRouter.from_config(Config.from_env({"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-default"}))
     provider, info = router.resolve("gpt-4")
     assert info.encoding == "cl100k_base"
     fake.script(text_reply("default"))
@@ -436,12 +433,13 @@ async def test_slow_script_turn_can_be_cancelled(tmp_path):
         await asyncio.wait_for(task, timeout=2)
 
 
-async def test_script_from_env_and_bad_scripts(tmp_path, monkeypatch):
-    monkeypatch.setenv("THREADLINE_SCRIPT", write_script(tmp_path, [{"text": "from env"}]))
-    assert text_of(await collect(ScriptModel(), ModelRequest(model="builtin/script", messages=USER_HI))) == "from env"
+async def test_script_from_env_and_bad_scripts(tmp_path):
+    router = ModelRouter.from_config(Config.from_env({"THREADLINE_SCRIPT": write_script(tmp_path, [{"text": "from env"}])}))
+    script, _ = router.resolve("builtin/script")
+    assert text_of(await collect(script, ModelRequest(model="builtin/script", messages=USER_HI))) == "from env"
 
-    monkeypatch.delenv("THREADLINE_SCRIPT")
-    error, _ = await failure(ScriptModel(), ModelRequest(model="builtin/script", messages=USER_HI))
+    script, _ = ModelRouter.from_config(Config.from_env({})).resolve("builtin/script")
+    error, _ = await failure(script, ModelRequest(model="builtin/script", messages=USER_HI))
     assert error.code == "server_error"
     error, _ = await failure(ScriptModel(str(tmp_path / "missing.json")), ModelRequest(model="s", messages=USER_HI))
     assert error.code == "server_error" and "missing.json" in error.message

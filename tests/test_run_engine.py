@@ -42,9 +42,8 @@ async def api(fake, database_url, project, tmp_path, monkeypatch):
                                      read_timeout=2)
     table["models"]["fake-small"] = {**table["models"]["fake-a"], "context_window": 300}
     (tmp_path / "models.json").write_text(json.dumps(table))
-    monkeypatch.setenv("THREADLINE_MODELS", str(tmp_path / "models.json"))
     monkeypatch.setenv("FAKE_KEY", "sk-fake-provider-key")
-    app = create_app(make_config(max_tool_rounds=2), database_url)
+    app = create_app(make_config(max_tool_rounds=2, models_file=str(tmp_path / "models.json")), database_url)
     http = TestClient(TestServer(app))
     await http.start_server()
     yield Client(http, project[1])

@@ -133,11 +133,11 @@ def turn_index(messages: list[dict[str, Any]]) -> int:
 
 class ScriptModel:
     def __init__(self, path: str | None = None, encoding: str = "o200k_base"):
-        self.path = path  # None: THREADLINE_SCRIPT at call time
+        self.path = path  # None: no script given (the router passes THREADLINE_SCRIPT's)
         self.encoding = encoding
 
     def _script_path(self) -> str:
-        path = self.path or os.environ.get(SCRIPT_ENV)
+        path = self.path
         if not path:
             raise ModelError("server_error", f"builtin/script needs a path: builtin/script:<path> or ${SCRIPT_ENV}")
         return path

@@ -33,12 +33,13 @@ import msgspec
 import openai
 import quicktok
 
+from service.config import Config, env_name, secret_from_env
 from service.models.base import ModelError, ModelInfo, Provider
 from service.models.builtin import EchoModel, ScriptModel
 from service.models.openai_compat import MaxTokensParam, OpenAICompatProvider, RetryPolicy, Timeouts
 from service.models.tokens import encoding as load_encoding
 
-MODELS_ENV = "THREADLINE_MODELS"
+MODELS_ENV = env_name("models_file")
 BUILTIN_PREFIX = "builtin/"
 T = TypeVar("T")
 
@@ -107,20 +108,21 @@ def default_encoding(model: str) -> str:
 class ModelRouter:
     def __init__(self, table: dict[str, ModelConfig] | None = None, *,
                  default_base_url: str | None = None, default_api_key: str | None = None,
+                 script_file: str | None = None,
                  timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy()):
         self.table = dict(table or {})
         self.default_base_url = default_base_url
         self.default_api_key = default_api_key
+        self.script_file = script_file
         self.timeouts = timeouts
         self.retry = retry
         self._resolved: dict[str, tuple[Provider, ModelInfo]] = {}
 
     @classmethod
-    def from_env(cls) -> "ModelRouter":
-        path = os.environ.get(MODELS_ENV)
-        return cls(load_models_file(path) if path else {},
-                   default_base_url=os.environ.get("OPENAI_BASE_URL") or None,
-                   default_api_key=os.environ.get("OPENAI_API_KEY") or None)
+    def from_config(cls, config: Config) -> "ModelRouter":
+        return cls(load_models_file(config.models_file) if config.models_file else {},
+                   default_base_url=config.openai_base_url, default_api_key=config.openai_api_key,
+                   script_file=config.script_file)
 
     def resolve(self, name: str) -> tuple[Provider, ModelInfo]:
         """The provider for name and what is known of the model; ModelError when there is none."""
@@ -142,7 +144,7 @@ class ModelRouter:
 
     def _make(self, name: str) -> tuple[Provider, ModelInfo]:
         if name.startswith(BUILTIN_PREFIX):
-            return _builtin(name), ModelInfo()
+            return _builtin(name, self.script_file), ModelInfo()
         config = self.table.get(name)
         if config is not None:
             return self._configured(name, config)
@@ -158,7 +160,7 @@ class ModelRouter:
     def _configured(self, name: str, config: ModelConfig) -> tuple[Provider, ModelInfo]:
         api_key = NO_KEY
         if config.api_key_env is not None:
-            api_key = os.environ.get(config.api_key_env) or ""
+            api_key = secret_from_env(config.api_key_env)
             if not api_key:
                 raise ModelError("server_error", f"Model {name!r} reads its API key from "
                                                  f"${config.api_key_env}, which is not set.")
@@ -179,11 +181,11 @@ def _given(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
-def _builtin(name: str) -> Provider:
+def _builtin(name: str, script_file: str | None) -> Provider:
     if name == "builtin/echo":
         return EchoModel()
     if name == "builtin/script":
-        return ScriptModel()
+        return ScriptModel(script_file)
     if name.startswith("builtin/script:") and len(name) > len("builtin/script:"):
         return ScriptModel(name.removeprefix("builtin/script:"))
     raise ModelError("invalid_prompt", f"Unknown builtin model {name!r}: use builtin/echo, builtin/script "
