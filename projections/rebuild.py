@@ -2,6 +2,9 @@
 
     threadline projections rebuild
 
+(Over 400 lines on purpose: a quarter of it is this account of why the switch loses nothing, and
+the rest is one procedure whose phases share one state; split, a reader would lose the thread.)
+
 1. **Fresh tables.** A new schema `threadline_rebuild_<hex>` gets a copy of each read-model table
    (columns, defaults and checks via `LIKE … INCLUDING ALL`; primary keys, unique and partial
    indexes re-created from their definitions under their own names, so after the switch every

@@ -330,14 +330,14 @@ async def test_an_erasure_learned_after_the_delivery_was_written_still_takes_its
     erasure's scrub ran, and the dispatcher learns of the erasure (from the log or the notice) only
     after that write. Both are forced here: the write waits for the erasure, the news comes late."""
     from service import database
-    from service.webhooks import dispatcher, store
+    from service.webhooks import store, worker
     from conftest import fresh_database
 
     url = await fresh_database(server_url)      # alone: no other app's dispatcher may take the webhook
     pool = await database.connect(url, 2)
     await database.prepare(pool)
     hook_id, write_allowed = [], asyncio.Event()
-    save, drop_thread = store.save, dispatcher.Worker.drop_thread
+    save, drop_thread = store.save, worker.Worker.drop_thread
 
     async def save_after_the_erasure(db, webhook_id, *args, **kwargs):
         if webhook_id in hook_id:
@@ -348,7 +348,7 @@ async def test_an_erasure_learned_after_the_delivery_was_written_still_takes_its
         asyncio.get_running_loop().call_later(1.0, drop_thread, self, thread_id)
 
     monkeypatch.setattr(store, "save", save_after_the_erasure)
-    monkeypatch.setattr(dispatcher.Worker, "drop_thread", learned_late)
+    monkeypatch.setattr(worker.Worker, "drop_thread", learned_late)
     config = make_config(webhook_allow_http=True, webhook_allow_networks=LOOPBACK)
     http = TestClient(TestServer(create_app(config, url)))
     await http.start_server()

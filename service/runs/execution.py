@@ -35,7 +35,8 @@ from service.models.base import Finished, ModelError, ModelInfo, ModelRequest, T
 from service.models.context import fit_counted, history_messages
 from service.models.router import ModelRouter
 from service.models.tokens import count_message, count_text, count_tools
-from service.runs.tail import Entry, Tail, TailCache, merge, pages, prepend_older, read_from, tail_length
+from service.runs.model_input import offered_tool_choice, tail_entry, tool_rounds
+from service.runs.tail import Tail, TailCache, merge, pages, prepend_older, read_from, tail_length
 
 log = structlog.get_logger("threadline.runs")
 
@@ -46,6 +47,9 @@ MAX_CATCH_UP_EVENTS = 1000   # more events than this since a cached tail: read t
 MESSAGE_ROW_EVENTS = (MessageCreated, MessageCompleted, MessageIncomplete, MessageUpdated, MessageDeleted)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 META = EventMetadata(causation="run_engine")
+_chat = attrgetter("chat")
+_tokens = attrgetter("tokens")
+_message = attrgetter("message")
 
 
 class Stop(Exception):
@@ -149,7 +153,7 @@ class Execution:
 
         system = [{"role": "system", "content": run["instructions"]}] if run.get("instructions") else []
         history, history_tokens = await self._history(run, info)
-        replayed = _tool_rounds(steps)
+        replayed = tool_rounds(steps)
         history += replayed
         history_tokens += [count_message(m, info.encoding) for m in replayed]
         tools = [{"type": "function", "function": t["function"]} for t in run.get("tools") or []
@@ -171,7 +175,7 @@ class Execution:
 
         request = ModelRequest(
             model=run["model"], messages=messages, tools=tools,
-            tool_choice=_tool_choice(run.get("tool_choice"), tools),
+            tool_choice=offered_tool_choice(run.get("tool_choice"), tools),
             parallel_tool_calls=run.get("parallel_tool_calls") if tools else None,
             response_format=run["response_format"] if isinstance(run.get("response_format"), dict) else None,
             temperature=run.get("temperature"), top_p=run.get("top_p"), max_tokens=remaining,
@@ -334,12 +338,12 @@ class Execution:
             return tail
         changed = list(touched - deleted)     # a deleted message is gone for good: no need to look
         current = await queries.messages_of_thread(self.deps.db, self.thread_id, changed) if changed else []
-        merge(tail, touched, [_entry(m, encoding) for m in current], events[-1].version)
+        merge(tail, touched, [tail_entry(m, encoding) for m in current], events[-1].version)
         return tail
 
     async def _read_older(self, tail: Tail, size: int, encoding: str) -> None:
         page = await queries.recent_messages(self.deps.db, self.thread_id, tail.floor, size)
-        prepend_older(tail, [_entry(m, encoding) for m in page], size)
+        prepend_older(tail, [tail_entry(m, encoding) for m in page], size)
 
     async def _images(self, messages: list[dict]) -> dict[str, str]:
         """Data URLs of the image files the messages show (files of a few MB, read from the blob store)."""
@@ -354,55 +358,3 @@ class Execution:
             data = b"".join([chunk async for chunk in queries.file_chunks(self.deps.db, file_id)])
             out[file_id] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         return out
-
-
-class _StoredMessage(msgspec.Struct):
-    """What a run needs of a message's stored JSON (decoding only this is several times faster)."""
-    id: str
-    role: str
-    content: list[dict] | None = None
-
-
-_stored_message = msgspec.json.Decoder(_StoredMessage)
-_chat = attrgetter("chat")
-_tokens = attrgetter("tokens")
-_message = attrgetter("message")
-
-
-def _entry(stored: str, encoding: str) -> Entry:
-    """A stored message as the tail holds it: its chat message (image files left out) and tokens."""
-    m = _stored_message.decode(stored)
-    message = {"role": m.role, "content": m.content}
-    chat = history_messages([message], lambda _: None)[0]
-    return Entry(m.id, chat, count_message(chat, encoding), message if _shows_image(message) else None)
-
-
-def _shows_image(message: dict) -> bool:
-    return any(p.get("type") == "image_file" for p in message.get("content") or ())
-
-
-def _tool_rounds(steps: list[dict]) -> list[dict]:
-    """The run's finished tool rounds, as the chat messages that replay them to the model."""
-    out: list[dict] = []
-    for step in steps:
-        details = step.get("step_details") or {}
-        if details.get("type") != "tool_calls" or step.get("status") != "completed":
-            continue
-        calls = details["tool_calls"]
-        out.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": c["id"], "type": "function", "function": {"name": c["function"]["name"],
-                                                             "arguments": c["function"]["arguments"]}}
-            for c in calls]})
-        out += [{"role": "tool", "tool_call_id": c["id"], "content": c["function"].get("output") or ""}
-                for c in calls]
-    return out
-
-
-def _tool_choice(choice: Any, tools: list[dict]) -> Any:
-    if not tools:
-        return None
-    if choice in (None, "auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice["function"]["name"]}}
-    return "auto"    # a built-in tool this server does not run

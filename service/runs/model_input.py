@@ -1,0 +1,61 @@
+"""What a run sends the model, made from what is stored: a stored message as a tail entry, the
+run's finished tool rounds replayed as chat messages, and the tool choice the model is offered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from service.models.context import history_messages
+from service.models.tokens import count_message
+from service.runs.tail import Entry
+
+
+class _StoredMessage(msgspec.Struct):
+    """What a run needs of a message's stored JSON (decoding only this is several times faster)."""
+    id: str
+    role: str
+    content: list[dict] | None = None
+
+
+_stored_message = msgspec.json.Decoder(_StoredMessage)
+
+
+def tail_entry(stored: str, encoding: str) -> Entry:
+    """A stored message as the tail holds it: its chat message (image files left out) and tokens."""
+    m = _stored_message.decode(stored)
+    message = {"role": m.role, "content": m.content}
+    chat = history_messages([message], lambda _: None)[0]
+    return Entry(m.id, chat, count_message(chat, encoding), message if shows_image(message) else None)
+
+
+def shows_image(message: dict) -> bool:
+    return any(p.get("type") == "image_file" for p in message.get("content") or ())
+
+
+def tool_rounds(steps: list[dict]) -> list[dict]:
+    """The run's finished tool rounds, as the chat messages that replay them to the model."""
+    out: list[dict] = []
+    for step in steps:
+        details = step.get("step_details") or {}
+        if details.get("type") != "tool_calls" or step.get("status") != "completed":
+            continue
+        calls = details["tool_calls"]
+        out.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": c["id"], "type": "function", "function": {"name": c["function"]["name"],
+                                                             "arguments": c["function"]["arguments"]}}
+            for c in calls]})
+        out += [{"role": "tool", "tool_call_id": c["id"], "content": c["function"].get("output") or ""}
+                for c in calls]
+    return out
+
+
+def offered_tool_choice(choice: Any, tools: list[dict]) -> Any:
+    if not tools:
+        return None
+    if choice in (None, "auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice["function"]["name"]}}
+    return "auto"    # a built-in tool this server does not run
