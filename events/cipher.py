@@ -16,24 +16,43 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 import asyncpg
+import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from events.types import EVENT_TYPES, SEALED
 
 PREFIX = "enc:v1:"
 ERASED = "[erased]"
 
-# Paths into an event's JSON to the strings that carry content ("*": every item of a list).
+def sealed_paths(cls: type) -> tuple[tuple[str, ...], ...]:
+    """Paths into an event's JSON to its content strings, from the `Sealed` and `seals(...)` marks
+    on its fields and on the types inside them."""
+    return tuple(dict.fromkeys(_walk(msgspec.inspect.type_info(cls))))
+
+
+def _walk(info: Any, at: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(info, msgspec.inspect.Metadata):
+        mark = (info.extra or {}).get(SEALED)
+        if mark is True:
+            yield at
+        elif mark:
+            yield from (at + path for path in mark)
+        else:
+            yield from _walk(info.type, at)
+    elif isinstance(info, msgspec.inspect.StructType):
+        for field in info.fields:
+            yield from _walk(field.type, at + (field.encode_name,))
+    elif isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.VarTupleType)):
+        yield from _walk(info.item_type, at + ("*",))
+    elif isinstance(info, msgspec.inspect.UnionType):
+        for member in info.types:
+            yield from _walk(member, at)
+
+
+# Paths into an event's JSON to the strings that carry content ("*": every item of a list), by event
+# type name; derived from the marks in events/types.py.
 SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "MessageCreated": (("content", "*", "text", "value"),),
-    "MessageTextAppended": (("text",),),
-    "MessageCompleted": (("content", "*", "text", "value"),),
-    "MessageIncomplete": (("content", "*", "text", "value"),),
-    "RunCreated": (("instructions",),),
-    "RunStepCreated": (("tool_calls", "*", "function", "arguments"),),
-    "ToolCallArgumentsAppended": (("arguments",),),
-    "RunRequiredAction": (("tool_calls", "*", "function", "arguments"),),
-    "ToolOutputsSubmitted": (("tool_calls", "*", "function", "arguments"),
-                             ("tool_calls", "*", "function", "output")),
-}
+    name: paths for name, cls in EVENT_TYPES.items() if (paths := sealed_paths(cls))}
 
 
 @lru_cache(maxsize=4096)

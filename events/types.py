@@ -2,20 +2,36 @@
 
 Events are facts in the past tense. Once written they are never changed, so a field may be added
 (with a default) but never renamed, retyped or removed. `type` in the log is the class name.
+
+Content is marked where it is defined: a `Sealed` string (or a JSON field that `seals` paths inside
+it) is encrypted under its thread's key in the log (events/cipher.py derives what to encrypt from
+these marks, so a new event cannot leave its content in plaintext by missing a list).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 JSON = dict[str, Any]
 
+SEALED = "sealed"
+Sealed = Annotated[str, msgspec.Meta(extra={SEALED: True})]     # content: encrypted at rest
+
+
+def seals(*paths: tuple[str, ...]) -> msgspec.Meta:
+    """For a JSON-typed field: the paths inside it ("*": every item of a list) to content strings."""
+    return msgspec.Meta(extra={SEALED: paths})
+
+
+CALL_ARGUMENTS = ("*", "function", "arguments")
+CALL_OUTPUT = ("*", "function", "output")
+
 
 class TextValue(msgspec.Struct, frozen=True):
-    value: str
+    value: Sealed
     annotations: list[JSON] = []
 
 
@@ -137,7 +153,7 @@ class MessageTextAppended(Event):
     message_id: str
     run_id: str
     index: int          # the content part the text belongs to
-    text: str
+    text: Sealed
 
 
 class MessageCompleted(Event):
@@ -172,7 +188,7 @@ class RunCreated(Event):
     created_at: int
     expires_at: int
     model: str
-    instructions: str
+    instructions: Sealed
     tools: list[JSON] = []
     tool_resources: JSON = {}
     metadata: dict[str, str] = {}
@@ -206,7 +222,8 @@ class RunStepCreated(Event):
     created_at: int
     type: Literal["message_creation", "tool_calls"]
     message_id: str | None = None
-    tool_calls: list[JSON] = []     # [{"id", "type": "function", "function": {"name", "arguments"}}]
+    # [{"id", "type": "function", "function": {"name", "arguments"}}]
+    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)] = []
     usage: JSON | None = None       # a tool_calls step's model call is over when the step is created
 
 
@@ -232,7 +249,7 @@ class ToolCallArgumentsAppended(Event):
     run_id: str
     step_id: str
     index: int                      # the call's place in the step
-    arguments: str                  # the next fragment of its JSON arguments
+    arguments: Sealed               # the next fragment of its JSON arguments
     call_id: str | None = None
     name: str | None = None
 
@@ -240,7 +257,7 @@ class ToolCallArgumentsAppended(Event):
 class RunRequiredAction(Event):
     run_id: str
     step_id: str
-    tool_calls: list[JSON]
+    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)]
     usage: JSON | None = None       # of the model call that asked for the tools: the step's, once it completes
 
 
@@ -249,7 +266,7 @@ class ToolOutputsSubmitted(Event):
     run_id: str
     step_id: str
     submitted_at: int
-    tool_calls: list[JSON]          # the step's calls, each with function.output set
+    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS, CALL_OUTPUT)]   # each with function.output set
     usage: JSON | None = None       # the step's usage, now that it completes
 
 
