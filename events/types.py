@@ -66,7 +66,11 @@ class Attachment(msgspec.Struct, frozen=True):
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event. Subclasses are registered by class name."""
+    """Base of every event. Subclasses are registered by class name; each says in `describe` how
+    it reads as a line of `threadline replay`."""
+
+    def describe(self) -> str:
+        return type(self).__name__
 
 
 # --- agent-… streams ---------------------------------------------------------------------------
@@ -117,15 +121,24 @@ class ThreadCreated(Event):
     metadata: dict[str, str] = {}
     tool_resources: JSON = {}
 
+    def describe(self) -> str:
+        return f"thread created{' metadata ' + _short(_json(self.metadata)) if self.metadata else ''}"
+
 
 class ThreadUpdated(Event):
     thread_id: str
     metadata: dict[str, str] | UnsetType = UNSET
     tool_resources: JSON | UnsetType = UNSET
 
+    def describe(self) -> str:
+        return "thread updated"
+
 
 class ThreadDeleted(Event):
     thread_id: str
+
+    def describe(self) -> str:
+        return "thread deleted"
 
 
 class ThreadErased(Event):
@@ -147,6 +160,11 @@ class MessageCreated(Event):
     run_id: str | None = None
     status: Literal["in_progress", "completed"] = "completed"   # a run's reply starts in_progress
 
+    def describe(self) -> str:
+        if self.status == "in_progress":
+            return f"{self.role} message {self.message_id} started (run {self.run_id})"
+        return f"{self.role} message {self.message_id}: {_short(_text(self.content))!r}"
+
 
 class MessageTextAppended(Event):
     """Text a model produced for an in-progress message (tokens, gathered for a few milliseconds)."""
@@ -155,11 +173,17 @@ class MessageTextAppended(Event):
     index: int          # the content part the text belongs to
     text: Sealed
 
+    def describe(self) -> str:
+        return f"  …text {self.message_id}: {_short(self.text, 80)!r}"
+
 
 class MessageCompleted(Event):
     message_id: str
     completed_at: int
     content: list[ContentPart]
+
+    def describe(self) -> str:
+        return f"message {self.message_id} completed: {_short(_text(self.content))!r}"
 
 
 class MessageIncomplete(Event):
@@ -168,14 +192,23 @@ class MessageIncomplete(Event):
     reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired", "run_failed"]
     content: list[ContentPart] | None = None   # None: whatever the read model holds stays
 
+    def describe(self) -> str:
+        return f"message {self.message_id} incomplete ({self.reason})"
+
 
 class MessageUpdated(Event):
     message_id: str
     metadata: dict[str, str]
 
+    def describe(self) -> str:
+        return f"message {self.message_id} metadata updated"
+
 
 class MessageDeleted(Event):
     message_id: str
+
+    def describe(self) -> str:
+        return f"message {self.message_id} deleted"
 
 
 # --- runs: also in the thread's stream, so the thread's actor decides every transition --------
@@ -202,11 +235,17 @@ class RunCreated(Event):
     parallel_tool_calls: bool = True
     reasoning_effort: str | None = None
 
+    def describe(self) -> str:
+        return f"run {self.run_id} queued: assistant {self.assistant_id}, model {self.model}"
+
 
 class RunStarted(Event):
     """queued → in_progress, by the process that holds the run's lease."""
     run_id: str
     started_at: int
+
+    def describe(self) -> str:
+        return f"run {self.run_id} in_progress"
 
 
 class RunRequeued(Event):
@@ -214,6 +253,9 @@ class RunRequeued(Event):
     run_id: str
     at: int
     reason: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id} queued again ({self.reason})"
 
 
 class RunStepCreated(Event):
@@ -226,12 +268,22 @@ class RunStepCreated(Event):
     tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)] = []
     usage: JSON | None = None       # a tool_calls step's model call is over when the step is created
 
+    def describe(self) -> str:
+        if self.type == "tool_calls" and not self.tool_calls:
+            return f"run {self.run_id} step {self.step_id}: the model writes tool calls"
+        if self.type == "tool_calls":
+            return f"run {self.run_id} calls tools: {_calls(self.tool_calls)}{_usage(self.usage)}"
+        return f"run {self.run_id} step {self.step_id}: writes message {self.message_id}"
+
 
 class RunStepCompleted(Event):
     step_id: str
     run_id: str
     completed_at: int
     usage: JSON | None = None
+
+    def describe(self) -> str:
+        return f"run {self.run_id} step {self.step_id} completed{_usage(self.usage)}"
 
 
 class RunStepEnded(Event):
@@ -241,6 +293,9 @@ class RunStepEnded(Event):
     at: int
     status: Literal["failed", "cancelled", "expired"]
     last_error: JSON | None = None
+
+    def describe(self) -> str:
+        return f"run {self.run_id} step {self.step_id} {self.status}"
 
 
 class ToolCallArgumentsAppended(Event):
@@ -253,12 +308,19 @@ class ToolCallArgumentsAppended(Event):
     call_id: str | None = None
     name: str | None = None
 
+    def describe(self) -> str:
+        named = f" {self.name} ({self.call_id})" if self.call_id else ""
+        return f"  …tool call {self.index}{named}: {_short(self.arguments, 80)!r}"
+
 
 class RunRequiredAction(Event):
     run_id: str
     step_id: str
     tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)]
     usage: JSON | None = None       # of the model call that asked for the tools: the step's, once it completes
+
+    def describe(self) -> str:
+        return f"run {self.run_id} requires_action: {_calls(self.tool_calls)}{_usage(self.usage)}"
 
 
 class ToolOutputsSubmitted(Event):
@@ -269,21 +331,35 @@ class ToolOutputsSubmitted(Event):
     tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS, CALL_OUTPUT)]   # each with function.output set
     usage: JSON | None = None       # the step's usage, now that it completes
 
+    def describe(self) -> str:
+        outputs = "; ".join(f"{c['function']['name']} → {_short(str(c['function'].get('output')), 120)}"
+                            for c in self.tool_calls)
+        return f"run {self.run_id} tool outputs: {outputs}"
+
 
 class RunUpdated(Event):
     run_id: str
     metadata: dict[str, str]
+
+    def describe(self) -> str:
+        return f"run {self.run_id} metadata updated"
 
 
 class RunCancelling(Event):
     run_id: str
     at: int
 
+    def describe(self) -> str:
+        return f"run {self.run_id} cancelling"
+
 
 class RunCompleted(Event):
     run_id: str
     completed_at: int
     usage: JSON
+
+    def describe(self) -> str:
+        return f"run {self.run_id} completed{_usage(self.usage)}"
 
 
 class RunIncomplete(Event):
@@ -292,6 +368,9 @@ class RunIncomplete(Event):
     reason: Literal["max_completion_tokens", "max_prompt_tokens"]
     usage: JSON
 
+    def describe(self) -> str:
+        return f"run {self.run_id} incomplete ({self.reason}){_usage(self.usage)}"
+
 
 class RunFailed(Event):
     run_id: str
@@ -299,17 +378,26 @@ class RunFailed(Event):
     last_error: JSON                # {"code": server_error|rate_limit_exceeded|invalid_prompt, "message"}
     usage: JSON | None = None
 
+    def describe(self) -> str:
+        return f"run {self.run_id} failed: {self.last_error.get('code')}: {_short(self.last_error.get('message', ''))}"
+
 
 class RunCancelled(Event):
     run_id: str
     cancelled_at: int
     usage: JSON | None = None
 
+    def describe(self) -> str:
+        return f"run {self.run_id} cancelled"
+
 
 class RunExpired(Event):
     run_id: str
     expired_at: int
     usage: JSON | None = None
+
+    def describe(self) -> str:
+        return f"run {self.run_id} expired"
 
 
 # --- file-… streams ----------------------------------------------------------------------------
@@ -327,6 +415,30 @@ class FileUploaded(Event):
 
 class FileDeleted(Event):
     file_id: str
+
+
+# --- how events read in `threadline replay` ---------------------------------------------------
+
+def _short(s: str, n: int = 200) -> str:
+    s = s.replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _text(content) -> str:
+    return " ".join(p.text.value if isinstance(p, TextPart) else f"[{type(p).__name__}]"
+                    for p in content or ())
+
+
+def _usage(u) -> str:
+    return f" (tokens: {u.get('prompt_tokens', 0)} in, {u.get('completion_tokens', 0)} out)" if u else ""
+
+
+def _calls(calls: list[JSON]) -> str:
+    return "; ".join(f"{c['function']['name']}({_short(c['function']['arguments'], 120)})" for c in calls)
+
+
+def _json(value) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
