@@ -5,7 +5,11 @@ Events are facts in the past tense. Once written they are never changed, so a fi
 
 Content is marked where it is defined: a `Sealed` string (or a JSON field that `seals` paths inside
 it) is encrypted under its thread's key in the log (events/cipher.py derives what to encrypt from
-these marks, so a new event cannot leave its content in plaintext by missing a list).
+these marks, so a new event cannot leave its content in plaintext by missing a list). Each type also
+says how it reads as a line of `threadline replay` (`describe`).
+
+(Over 400 lines on purpose: this file is the one list of every fact the service records, and each
+definition carries what is derived from it; a reader scans it top to bottom.)
 """
 
 from __future__ import annotations
@@ -66,8 +70,7 @@ class Attachment(msgspec.Struct, frozen=True):
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event. Subclasses are registered by class name; each says in `describe` how
-    it reads as a line of `threadline replay`."""
+    """Base of every event. Subclasses are registered by class name (EVENT_TYPES)."""
 
     def describe(self) -> str:
         return type(self).__name__
