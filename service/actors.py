@@ -22,7 +22,7 @@ from events.types import Event
 from projections import queries
 from service.domain import run as runs
 from service.domain import thread as thread_domain
-from service.domain.errors import DomainError
+from service.domain.errors import Conflict, DomainError
 
 log = structlog.get_logger("threadline.actors")
 
@@ -30,9 +30,7 @@ MAX_ATTEMPTS = 12
 SNAPSHOT_EVERY = 500
 
 
-class TooMuchContention(DomainError):
-    status = 409
-
+class TooMuchContention(Conflict):
     def __init__(self, stream: str):
         super().__init__(f"The object {stream.split('-', 1)[1]} is being changed by another request; try again.")
 

@@ -19,7 +19,7 @@ from projections.cache import AgentCache
 from projections.projector import READ_MODELS
 from service import database, erasure, idempotency
 from service.actors import ActorRegistry
-from service.api.errors import ApiError, error_response
+from service.api.errors import ApiError, domain_error_response, error_response
 from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
 from service.api.openapi import openapi_document
 from service.api.routes import add_routes
@@ -102,7 +102,7 @@ async def api_middleware(request: web.Request, handler):
     except ApiError as exc:
         response = exc.response()
     except DomainError as exc:
-        response = error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+        response = domain_error_response(exc)
     except web.HTTPException as exc:
         response = _http_error(request, exc)
     except asyncio.CancelledError:

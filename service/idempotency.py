@@ -44,7 +44,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from service.api.errors import ApiError, error_response
+from service.api.errors import ApiError, domain_error_response
 from service.api.http import CTX, services
 from service.api.routes import PREFIXES, ROUTES
 from service.domain.errors import DomainError
@@ -191,7 +191,7 @@ async def _run_and_record(request: web.Request, handler: Handler, claim: Claim) 
     except ApiError as exc:
         response = exc.response()
     except DomainError as exc:
-        response = error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+        response = domain_error_response(exc)
     except asyncio.CancelledError:
         raise   # only at shutdown: whether the work committed is unknown, so the claim stays
     except Exception:

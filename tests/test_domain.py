@@ -155,3 +155,20 @@ class TestFile:
         assert events == [FileDeleted(file_id="file-1")]
         with pytest.raises(NotFound, match="No file found with id 'file-1'."):
             file.decide(fold(file.evolve, s, events), file.DeleteFile(P))
+
+
+def test_domain_refusals_carry_no_http_status_and_the_api_maps_each_kind():
+    """The domain says what was refused; only the API layer knows HTTP (404, 409, else 400)."""
+    import json
+
+    from service.actors import TooMuchContention
+    from service.api.errors import domain_error_response
+    from service.domain.errors import DomainError, InvalidRequest, NotFound
+
+    cases = [(NotFound("thread", "t1"), 404), (TooMuchContention("thread-t1"), 409),
+             (InvalidRequest("Thread t1 already has an active run r1.", param="thread_id"), 400)]
+    for error, status in cases:
+        assert not hasattr(error, "status") and isinstance(error, DomainError)
+        response = domain_error_response(error)
+        body = json.loads(response.body)["error"]
+        assert (response.status, body["message"], body["param"]) == (status, error.message, error.param)

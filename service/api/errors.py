@@ -7,6 +7,8 @@ import re
 import msgspec
 from aiohttp import web
 
+from service.domain.errors import Conflict, DomainError, NotFound
+
 
 class ErrorBody(msgspec.Struct):
     message: str
@@ -34,6 +36,15 @@ def error_response(status: int, message: str, *, param=None, code=None, type_=No
                      type=type_ or ("server_error" if status >= 500 else "invalid_request_error"))
     return web.Response(status=status, body=msgspec.json.encode(ErrorEnvelope(body)),
                         content_type="application/json")
+
+
+# Each kind of domain refusal as HTTP reports it: the first kind the error is an instance of.
+_DOMAIN_STATUS = ((NotFound, 404), (Conflict, 409), (DomainError, 400))
+
+
+def domain_error_response(exc: DomainError) -> web.Response:
+    status = next(status for kind, status in _DOMAIN_STATUS if isinstance(exc, kind))
+    return error_response(status, exc.message, param=exc.param, code=exc.code)
 
 
 def not_found(kind: str, id_: str) -> ApiError:
