@@ -290,3 +290,27 @@ def test_a_tool_step_opens_as_the_model_begins_and_gets_its_usage_when_it_comple
     outputs = [{"tool_call_id": c["id"], "output": "ok"} for c in CALLS]
     _, submitted = step(state, runs.SubmitToolOutputs("proj", R, outputs, 5, run_status=None))
     assert submitted[0].usage == USAGE and submitted[0].step_id == "step_s"
+
+
+def test_a_run_takes_what_the_request_gives_else_the_assistants_settings_else_the_defaults():
+    assistant = {"model": "gpt-4o", "instructions": "Be terse.", "tools": [{"type": "function"}],
+                 "temperature": 0.0, "top_p": 0.5, "response_format": {"type": "json_object"},
+                 "reasoning_effort": "low"}
+    ids = dict(run_id="run_1", thread_id="t1", created_at=10, expires_at=610,
+               truncation={"type": "auto", "last_messages": None})
+    inherited = runs.run_settings(assistant, {"assistant_id": "a1", "model": None, "temperature": None}, **ids)
+    assert (inherited.model, inherited.instructions, inherited.tools, inherited.temperature, inherited.top_p,
+            inherited.response_format, inherited.reasoning_effort) == (
+        "gpt-4o", "Be terse.", [{"type": "function"}], 0.0, 0.5, {"type": "json_object"}, "low")
+    assert (inherited.tool_choice, inherited.parallel_tool_calls, inherited.metadata) == ("auto", True, {})
+    given = runs.run_settings(assistant, {"assistant_id": "a1", "model": "o3", "instructions": "", "tools": [],
+                                          "temperature": 1.5, "tool_choice": "none", "parallel_tool_calls": False,
+                                          "reasoning_effort": "high", "metadata": {"k": "v"}},
+                              additional_instructions="Answer in French.", **ids)
+    assert (given.model, given.instructions, given.tools, given.temperature, given.tool_choice,
+            given.parallel_tool_calls, given.reasoning_effort, given.metadata) == (
+        "o3", "Answer in French.", [], 1.5, "none", False, "high", {"k": "v"})
+    appended = runs.run_settings(assistant, {"assistant_id": "a1"}, additional_instructions="Cite.", **ids)
+    assert appended.instructions == "Be terse.\n\nCite." and appended.assistant_id == "a1"
+    bare = runs.run_settings({"model": "m"}, {"assistant_id": "a1"}, **ids)
+    assert (bare.instructions, bare.tools, bare.response_format, bare.temperature) == ("", [], "auto", None)

@@ -45,42 +45,24 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
     raw = await services(request).agents.get(services(request).db, ctx.project, body.assistant_id)
     if raw is None:
         raise ApiError(404, f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
-    assistant = msgspec.json.decode(raw)
-    tools = body.tools if body.tools is not None else assistant.get("tools") or []
-    tool_resources = body.tool_resources if body.tool_resources is not None else assistant.get("tool_resources") or {}
-    # Also the assistant's own tools: one stored before this server refused what it does not run
-    # (or under THREADLINE_ALLOW_UNEXECUTED_TOOLS) must not run as if it had none.
-    lenient = services(request).config.allow_unexecuted_tools
-    check_tools(tools, allow_unexecuted=lenient)
-    check_tool_resources(tool_resources, allow_unexecuted=lenient)
-    check_tool_choice(body.tool_choice, tools)
-    check_response_format(body.response_format)
-    instructions = body.instructions if body.instructions is not None else assistant.get("instructions") or ""
-    if additional_instructions:
-        instructions = f"{instructions}\n\n{additional_instructions}" if instructions else additional_instructions
     truncation = ({"type": body.truncation_strategy.type, "last_messages": body.truncation_strategy.last_messages}
                   if body.truncation_strategy is not None else {"type": "auto", "last_messages": None})
     if truncation["type"] == "last_messages" and truncation["last_messages"] is None:
         raise ApiError(400, "Missing required parameter: 'truncation_strategy.last_messages'.",
                        param="truncation_strategy.last_messages")
     created = now()
-    return RunCreated(
-        run_id=new_id("run_"), thread_id=thread_id, assistant_id=body.assistant_id, created_at=created,
-        expires_at=created + services(request).config.run_expiry_seconds,
-        model=body.model or assistant["model"], instructions=instructions, tools=tools,
-        tool_resources=tool_resources,
-        metadata=body.metadata or {},
-        temperature=body.temperature if body.temperature is not None else assistant.get("temperature"),
-        top_p=body.top_p if body.top_p is not None else assistant.get("top_p"),
-        max_prompt_tokens=body.max_prompt_tokens, max_completion_tokens=body.max_completion_tokens,
-        truncation_strategy=truncation,
-        response_format=body.response_format if body.response_format is not None
-        else assistant.get("response_format") or "auto",
-        tool_choice=body.tool_choice if body.tool_choice is not None else "auto",
-        parallel_tool_calls=body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
-        reasoning_effort=body.reasoning_effort if body.reasoning_effort is not None
-        else assistant.get("reasoning_effort"),
-    )
+    run = runs.run_settings(msgspec.json.decode(raw), msgspec.structs.asdict(body), run_id=new_id("run_"),
+                            thread_id=thread_id, created_at=created,
+                            expires_at=created + services(request).config.run_expiry_seconds,
+                            truncation=truncation, additional_instructions=additional_instructions)
+    # Also the assistant's own tools: one stored before this server refused what it does not run
+    # (or under THREADLINE_ALLOW_UNEXECUTED_TOOLS) must not run as if it had none.
+    lenient = services(request).config.allow_unexecuted_tools
+    check_tools(run.tools, allow_unexecuted=lenient)
+    check_tool_resources(run.tool_resources, allow_unexecuted=lenient)
+    check_tool_choice(body.tool_choice, run.tools)
+    check_response_format(body.response_format)
+    return run
 
 
 async def create_run(request: web.Request, body: CreateRunRequest) -> web.StreamResponse:

@@ -12,7 +12,7 @@ cancelled, expired or deleted meanwhile — decide nothing, and the engine stops
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import msgspec
 
@@ -143,6 +143,36 @@ class RequeueRun(msgspec.Struct, frozen=True):
 CLIENT_COMMANDS = (CreateRun, UpdateRun, CancelRun, SubmitToolOutputs)
 ENGINE_COMMANDS = (StartRun, OpenMessage, AppendText, CloseMessage, OpenToolCalls, AppendToolCallArguments,
                    RequestToolCalls, FinishRun, ExpireRun, RequeueRun)
+
+
+def _given(requested: Mapping[str, Any], name: str, otherwise: Any) -> Any:
+    value = requested.get(name)
+    return value if value is not None else otherwise
+
+
+def run_settings(assistant: JSON, requested: Mapping[str, Any], *, run_id: str, thread_id: str, created_at: int,
+                 expires_at: int, truncation: JSON, additional_instructions: str | None = None) -> RunCreated:
+    """A new run's effective settings: what the request gives (None: not given), else the
+    assistant's, else the API's defaults; additional instructions are appended to the instructions."""
+    instructions = _given(requested, "instructions", assistant.get("instructions") or "")
+    if additional_instructions:
+        instructions = f"{instructions}\n\n{additional_instructions}" if instructions else additional_instructions
+    return RunCreated(
+        run_id=run_id, thread_id=thread_id, assistant_id=requested["assistant_id"], created_at=created_at,
+        expires_at=expires_at, model=requested.get("model") or assistant["model"], instructions=instructions,
+        tools=_given(requested, "tools", assistant.get("tools") or []),
+        tool_resources=_given(requested, "tool_resources", assistant.get("tool_resources") or {}),
+        metadata=requested.get("metadata") or {},
+        temperature=_given(requested, "temperature", assistant.get("temperature")),
+        top_p=_given(requested, "top_p", assistant.get("top_p")),
+        max_prompt_tokens=requested.get("max_prompt_tokens"),
+        max_completion_tokens=requested.get("max_completion_tokens"),
+        truncation_strategy=truncation,
+        response_format=_given(requested, "response_format", assistant.get("response_format") or "auto"),
+        tool_choice=_given(requested, "tool_choice", "auto"),
+        parallel_tool_calls=_given(requested, "parallel_tool_calls", True),
+        reasoning_effort=_given(requested, "reasoning_effort", assistant.get("reasoning_effort")),
+    )
 
 
 def thread_is_free(thread_id: str, active: ActiveRun | None, *, adding: Literal["messages", "run"]) -> None:
