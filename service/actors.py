@@ -20,9 +20,9 @@ import structlog
 from events.store import EventMetadata, EventStore, RecordedEvent, VersionConflict
 from events.types import Event
 from projections import queries
-from service.domain import run as runs
 from service.domain import thread as thread_domain
 from service.domain.errors import Conflict, DomainError
+from service.domain.facts import MessageExists, RunStatus
 
 log = structlog.get_logger("threadline.actors")
 
@@ -80,9 +80,9 @@ class ThreadActor:
         for attempt in range(MAX_ATTEMPTS):
             if self.state is None:
                 self.state = await load_thread(store, self.thread_id)
-            prepared = await self._resolve(cmd)
+            facts = await self._facts(cmd)
             try:
-                events = thread_domain.decide(self.state, prepared)
+                events = thread_domain.decide(self.state, cmd, facts)
             except DomainError:
                 # Refusals are decided on our cached state; another process may have moved the
                 # thread on (ended its run, say). Refuse only what the log's latest state refuses.
@@ -110,17 +110,16 @@ class ThreadActor:
             return self.state, recorded
         raise TooMuchContention(self.stream)
 
-    async def _resolve(self, cmd: Any) -> Any:
-        """Fill in facts about single messages and past runs from the read model (current: we are its writer)."""
-        if isinstance(cmd, (thread_domain.UpdateMessage, thread_domain.DeleteMessage)):
-            found = await queries.get_message(self.registry.db, cmd.project, self.thread_id, cmd.message_id)
-            return msgspec.structs.replace(cmd, message_exists=found is not None)
-        if isinstance(cmd, (runs.UpdateRun, runs.CancelRun, runs.SubmitToolOutputs)):
-            active = self.state.active_run
-            if active is None or active.run_id != cmd.run_id:
-                status = await queries.run_status(self.registry.db, cmd.project, self.thread_id, cmd.run_id)
-                return msgspec.structs.replace(cmd, run_status=status)
-        return cmd
+    async def _facts(self, cmd: Any) -> dict:
+        """The read-side facts the decider asks for (the read model is current: we are its writer)."""
+        db, facts = self.registry.db, {}
+        for fact in thread_domain.needs(self.state, cmd):
+            match fact:
+                case MessageExists(message_id=message_id):
+                    facts[fact] = await queries.get_message(db, cmd.project, self.thread_id, message_id) is not None
+                case RunStatus(run_id=run_id):
+                    facts[fact] = await queries.run_status(db, cmd.project, self.thread_id, run_id)
+        return facts
 
     async def _catch_up(self) -> bool:
         """Fold in what other writers appended; whether there was anything."""

@@ -11,6 +11,7 @@ from events.types import (
     MessageUpdated, TextPart, TextValue, ThreadCreated, ThreadDeleted, ThreadUpdated,
 )
 from service.domain import agent, file, thread
+from service.domain.facts import MessageExists
 from service.domain.errors import InvalidRequest, NotFound
 
 P = "proj"
@@ -51,8 +52,8 @@ class TestThread:
         thread.UpdateThread(P, metadata={"a": "b"}),
         thread.DeleteThread(P),
         thread.AddMessage(P, msg()),
-        thread.UpdateMessage(P, "msg_0", {"a": "b"}, message_exists=True),
-        thread.DeleteMessage(P, "msg_0", message_exists=True),
+        thread.UpdateMessage(P, "msg_0", {"a": "b"}),
+        thread.DeleteMessage(P, "msg_0"),
     ])
     def test_every_command_on_a_missing_deleted_or_foreign_thread_is_not_found(self, cmd):
         missing = thread.ThreadState("thread_1")
@@ -61,7 +62,7 @@ class TestThread:
         foreign.project = "other"
         for state in (missing, deleted, foreign):
             with pytest.raises(NotFound, match="No thread found with id 'thread_1'."):
-                thread.decide(state, cmd)
+                thread.decide(state, cmd, {MessageExists("msg_0"): True})
 
     def test_add_update_delete_message(self):
         s = created_thread()
@@ -69,19 +70,22 @@ class TestThread:
         assert events == [msg(7)]
         s = fold(thread.evolve, s, events)
         assert s.message_count == 1
-        assert thread.decide(s, thread.UpdateMessage(P, "msg_7", {"k": "v"}, True)) == [
+        assert thread.needs(s, thread.UpdateMessage(P, "msg_7", {"k": "v"})) == (MessageExists("msg_7"),)
+        exists = {MessageExists("msg_7"): True}
+        assert thread.decide(s, thread.UpdateMessage(P, "msg_7", {"k": "v"}), exists) == [
             MessageUpdated(message_id="msg_7", metadata={"k": "v"})]
-        events = thread.decide(s, thread.DeleteMessage(P, "msg_7", True))
+        events = thread.decide(s, thread.DeleteMessage(P, "msg_7"), exists)
         assert events == [MessageDeleted(message_id="msg_7")]
         assert fold(thread.evolve, s, events).message_count == 0
 
     @pytest.mark.parametrize("make", [
-        lambda: thread.UpdateMessage(P, "msg_x", {}, message_exists=False),
-        lambda: thread.DeleteMessage(P, "msg_x", message_exists=False),
+        lambda: thread.UpdateMessage(P, "msg_x", {}),
+        lambda: thread.DeleteMessage(P, "msg_x"),
     ])
     def test_unknown_message_is_not_found(self, make):
-        with pytest.raises(NotFound, match="No message found with id 'msg_x'."):
-            thread.decide(created_thread(), make())
+        for facts in ({MessageExists("msg_x"): False}, {}):     # a fact not given: no such message
+            with pytest.raises(NotFound, match="No message found with id 'msg_x'."):
+                thread.decide(created_thread(), make(), facts)
 
     def test_update_thread_carries_only_what_changed(self):
         [event] = thread.decide(created_thread(), thread.UpdateThread(P, metadata={"a": "1"}))

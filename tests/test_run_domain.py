@@ -13,6 +13,7 @@ from events.types import (
 )
 from service.domain import run as runs
 from service.domain import thread
+from service.domain.facts import RunStatus
 from service.domain.errors import InvalidRequest, NotFound
 
 T, P, R = "thread_1", "proj", "run_1"
@@ -88,7 +89,7 @@ class TestCreating:
         with pytest.raises(NotFound):
             thread.decide(thread.ThreadState(T), runs.CreateRun(P, run_created()))
         with pytest.raises(NotFound):
-            thread.decide(queued, runs.CancelRun("other", R, 5, run_status=None))
+            thread.decide(queued, runs.CancelRun("other", R, 5))
 
 
 class TestEngineSteps:
@@ -125,7 +126,7 @@ class TestEngineSteps:
         active = requires_action.active_run
         assert active.status == "requires_action" and active.tool_calls == CALLS and active.step_id == "step_t"
         outputs = [{"tool_call_id": "call_b", "output": "B"}, {"tool_call_id": "call_a", "output": "A"}]
-        state, events = step(requires_action, runs.SubmitToolOutputs(P, R, outputs, 4, run_status=None))
+        state, events = step(requires_action, runs.SubmitToolOutputs(P, R, outputs, 4))
         (submitted,) = events
         assert isinstance(submitted, ToolOutputsSubmitted) and submitted.step_id == "step_t"
         assert [c["function"]["output"] for c in submitted.tool_calls] == ["A", "B"]
@@ -141,15 +142,15 @@ class TestEngineSteps:
     ])
     def test_bad_outputs_are_refused(self, requires_action, outputs, message):
         with pytest.raises(InvalidRequest, match=message):
-            thread.decide(requires_action, runs.SubmitToolOutputs(P, R, outputs, 4, run_status=None))
+            thread.decide(requires_action, runs.SubmitToolOutputs(P, R, outputs, 4))
 
     def test_outputs_only_in_requires_action(self, in_progress):
         with pytest.raises(InvalidRequest, match='Runs in status "in_progress" do not accept tool outputs.'):
-            thread.decide(in_progress, runs.SubmitToolOutputs(P, R, [], 4, run_status=None))
+            thread.decide(in_progress, runs.SubmitToolOutputs(P, R, [], 4))
         with pytest.raises(InvalidRequest, match='Runs in status "completed" do not accept tool outputs.'):
-            thread.decide(in_progress, runs.SubmitToolOutputs(P, "run_old", [], 4, run_status="completed"))
+            thread.decide(in_progress, runs.SubmitToolOutputs(P, "run_old", [], 4), {RunStatus("run_old"): "completed"})
         with pytest.raises(NotFound):
-            thread.decide(in_progress, runs.SubmitToolOutputs(P, "run_none", [], 4, run_status=None))
+            thread.decide(in_progress, runs.SubmitToolOutputs(P, "run_none", [], 4))
 
     def test_incomplete_keeps_the_partial_reply(self, writing):
         partial = [TextPart(TextValue("Hal"))]
@@ -168,9 +169,9 @@ class TestEngineSteps:
 
 class TestCancelling:
     def test_cancel_while_executing_waits_for_the_engine(self, writing):
-        state, events = step(writing, runs.CancelRun(P, R, 5, run_status=None))
+        state, events = step(writing, runs.CancelRun(P, R, 5))
         assert events == [RunCancelling(run_id=R, at=5)] and state.active_run.status == "cancelling"
-        assert thread.decide(state, runs.CancelRun(P, R, 6, run_status=None)) == []      # idempotent
+        assert thread.decide(state, runs.CancelRun(P, R, 6)) == []      # idempotent
         assert thread.decide(state, runs.AppendText(R, "msg_r", 0, "x")) == []
         state, events = step(state, runs.FinishRun(R, 7, "completed", USAGE))            # whatever it says
         assert types(events) == ["MessageIncomplete", "RunStepEnded", "RunCancelled"]
@@ -179,15 +180,15 @@ class TestCancelling:
 
     @pytest.mark.parametrize("fixture", ["queued", "requires_action"])
     def test_cancel_with_nothing_executing_is_immediate(self, fixture, request):
-        state, events = step(request.getfixturevalue(fixture), runs.CancelRun(P, R, 5, run_status=None))
+        state, events = step(request.getfixturevalue(fixture), runs.CancelRun(P, R, 5))
         assert types(events)[0] == "RunCancelling" and types(events)[-1] == "RunCancelled"
         assert state.active_run is None
 
     def test_cancel_of_a_finished_run_is_refused_with_its_status(self, queued):
         with pytest.raises(InvalidRequest, match="Cannot cancel run with status 'completed'."):
-            thread.decide(queued, runs.CancelRun(P, "run_old", 5, run_status="completed"))
+            thread.decide(queued, runs.CancelRun(P, "run_old", 5), {RunStatus("run_old"): "completed"})
         with pytest.raises(NotFound):
-            thread.decide(queued, runs.CancelRun(P, "run_none", 5, run_status=None))
+            thread.decide(queued, runs.CancelRun(P, "run_none", 5))
 
 
 class TestExpiry:
@@ -225,7 +226,7 @@ class TestRecovery:
         assert thread.decide(requires_action, runs.RequeueRun(R, 5, "x")) == []
 
     def test_a_cancelling_run_is_cancelled(self, writing):
-        cancelling = step(writing, runs.CancelRun(P, R, 5, run_status=None))[0]
+        cancelling = step(writing, runs.CancelRun(P, R, 5))[0]
         assert types(thread.decide(cancelling, runs.RequeueRun(R, 6, "x")))[-1] == "RunCancelled"
 
     def test_a_run_that_keeps_dying_fails(self, in_progress):
@@ -238,11 +239,11 @@ class TestRecovery:
 
 
 def test_update_needs_a_known_run(queued):
-    assert thread.decide(queued, runs.UpdateRun(P, R, {"a": "b"}, run_status=None)) == [RunUpdated(run_id=R, metadata={"a": "b"})]
-    assert thread.decide(queued, runs.UpdateRun(P, "run_old", {}, run_status="completed")) == [
+    assert thread.decide(queued, runs.UpdateRun(P, R, {"a": "b"})) == [RunUpdated(run_id=R, metadata={"a": "b"})]
+    assert thread.decide(queued, runs.UpdateRun(P, "run_old", {}), {RunStatus("run_old"): "completed"}) == [
         RunUpdated(run_id="run_old", metadata={})]
     with pytest.raises(NotFound):
-        thread.decide(queued, runs.UpdateRun(P, "run_none", {}, run_status=None))
+        thread.decide(queued, runs.UpdateRun(P, "run_none", {}))
 
 
 def test_every_ending_unlocks_the_thread(writing):
@@ -288,7 +289,7 @@ def test_a_tool_step_opens_as_the_model_begins_and_gets_its_usage_when_it_comple
     state, required = step(state, runs.RequestToolCalls(R, "step_s", CALLS, 4, USAGE))
     assert required == [RunRequiredAction(run_id=R, step_id="step_s", tool_calls=CALLS, usage=USAGE)]
     outputs = [{"tool_call_id": c["id"], "output": "ok"} for c in CALLS]
-    _, submitted = step(state, runs.SubmitToolOutputs("proj", R, outputs, 5, run_status=None))
+    _, submitted = step(state, runs.SubmitToolOutputs("proj", R, outputs, 5))
     assert submitted[0].usage == USAGE and submitted[0].step_id == "step_s"
 
 
@@ -314,3 +315,10 @@ def test_a_run_takes_what_the_request_gives_else_the_assistants_settings_else_th
     assert appended.instructions == "Be terse.\n\nCite." and appended.assistant_id == "a1"
     bare = runs.run_settings({"model": "m"}, {"assistant_id": "a1"}, **ids)
     assert (bare.instructions, bare.tools, bare.response_format, bare.temperature) == ("", [], "auto", None)
+
+
+def test_a_command_on_a_past_run_asks_for_its_status_and_one_on_the_active_run_does_not(queued):
+    assert thread.needs(queued, runs.CancelRun(P, R, 5)) == ()
+    assert thread.needs(queued, runs.UpdateRun(P, "run_old", {})) == (RunStatus("run_old"),)
+    assert thread.needs(queued, runs.SubmitToolOutputs(P, "run_old", [], 4)) == (RunStatus("run_old"),)
+    assert thread.needs(queued, thread.AddMessage(P, None)) == ()

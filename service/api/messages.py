@@ -92,7 +92,7 @@ async def update_message(request: web.Request, body: UpdateMessageRequest) -> we
     if body.metadata is None:   # nothing to change
         return await get_message(request)
     await services(request).actors.ask(
-        thread_id, thread.UpdateMessage(ctx.project, message_id, body.metadata, message_exists=False),
+        thread_id, thread.UpdateMessage(ctx.project, message_id, body.metadata),
         ctx.meta("update_message"))
     return await get_message(request)
 
@@ -101,5 +101,5 @@ async def delete_message(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
     await services(request).actors.ask(
-        thread_id, thread.DeleteMessage(ctx.project, message_id, message_exists=False), ctx.meta("delete_message"))
+        thread_id, thread.DeleteMessage(ctx.project, message_id), ctx.meta("delete_message"))
     return json_ok(DeletionStatus(id=message_id, object="thread.message.deleted"))

@@ -174,7 +174,7 @@ async def update_run(request: web.Request, body: UpdateRunRequest) -> web.Respon
     thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
     if body.metadata is not None:
         await services(request).actors.ask(
-            thread_id, runs.UpdateRun(ctx.project, run_id, body.metadata, run_status=None), ctx.meta("update_run"))
+            thread_id, runs.UpdateRun(ctx.project, run_id, body.metadata), ctx.meta("update_run"))
     return await _current_run(request, thread_id, run_id)
 
 
@@ -182,7 +182,7 @@ async def cancel_run(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
     tl = services(request)
-    state, _ = await tl.actors.ask(thread_id, runs.CancelRun(ctx.project, run_id, now(), run_status=None),
+    state, _ = await tl.actors.ask(thread_id, runs.CancelRun(ctx.project, run_id, now()),
                                    ctx.meta("cancel_run"))
     if state.active_run is not None and state.active_run.run_id == run_id:
         tl.engine.interrupt(run_id, "cancelled")      # stop the model now; the engine ends the run
@@ -195,7 +195,7 @@ async def submit_tool_outputs(request: web.Request, body: SubmitToolOutputsReque
     outputs = [{"tool_call_id": o.tool_call_id, "output": o.output} for o in body.tool_outputs]
     tl = services(request)
     _, recorded = await tl.actors.ask(
-        thread_id, runs.SubmitToolOutputs(ctx.project, run_id, outputs, now(), run_status=None),
+        thread_id, runs.SubmitToolOutputs(ctx.project, run_id, outputs, now()),
         ctx.meta("submit_tool_outputs"))
     tl.engine.submit(thread_id, run_id)
     if body.stream:

@@ -23,6 +23,7 @@ from events.types import (
     RunStepEnded, RunUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
 )
 from service.domain.errors import InvalidRequest, NotFound
+from service.domain.facts import Facts, RunStatus
 
 ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 MAX_REQUEUES = 3   # a run whose executing process keeps dying fails rather than loop forever
@@ -51,14 +52,12 @@ class UpdateRun(msgspec.Struct, frozen=True):
     project: str
     run_id: str
     metadata: dict[str, str]
-    run_status: str | None                  # from the read model; None: no such run
 
 
 class CancelRun(msgspec.Struct, frozen=True):
     project: str
     run_id: str
     at: int
-    run_status: str | None
 
 
 class SubmitToolOutputs(msgspec.Struct, frozen=True):
@@ -66,7 +65,6 @@ class SubmitToolOutputs(msgspec.Struct, frozen=True):
     run_id: str
     outputs: list[JSON]                     # [{"tool_call_id": ..., "output": ...}]
     at: int
-    run_status: str | None
 
 
 # --- commands from the run engine --------------------------------------------------------------
@@ -215,15 +213,16 @@ def _require_known(run_id: str, active: ActiveRun | None, run_status: str | None
     return None
 
 
-def decide_client(thread_id: str, active: ActiveRun | None, cmd: Any) -> list[Event]:
+def decide_client(thread_id: str, active: ActiveRun | None, cmd: Any, facts: Facts) -> list[Event]:
     match cmd:
         case CreateRun(run=run, messages=messages):
             thread_is_free(thread_id, active, adding="run")
             return [*messages, run]
-        case UpdateRun(run_id=run_id, metadata=metadata, run_status=run_status):
-            _require_known(run_id, active, run_status)
+        case UpdateRun(run_id=run_id, metadata=metadata):
+            _require_known(run_id, active, facts.get(RunStatus(run_id)))
             return [RunUpdated(run_id=run_id, metadata=metadata)]
-        case CancelRun(run_id=run_id, at=at, run_status=run_status):
+        case CancelRun(run_id=run_id, at=at):
+            run_status = facts.get(RunStatus(run_id))
             mine = _require_known(run_id, active, run_status)
             if mine is None:
                 raise InvalidRequest(f"Cannot cancel run with status '{run_status}'.")
@@ -232,7 +231,8 @@ def decide_client(thread_id: str, active: ActiveRun | None, cmd: Any) -> list[Ev
             if mine.status == "in_progress":
                 return [RunCancelling(run_id=run_id, at=at)]    # the engine stops the model, then ends it
             return [RunCancelling(run_id=run_id, at=at), *_cancelled(mine, at)]
-        case SubmitToolOutputs(run_id=run_id, outputs=outputs, at=at, run_status=run_status):
+        case SubmitToolOutputs(run_id=run_id, outputs=outputs, at=at):
+            run_status = facts.get(RunStatus(run_id))
             mine = _require_known(run_id, active, run_status)
             status = mine.status if mine is not None else run_status
             if mine is None or mine.status != "requires_action":

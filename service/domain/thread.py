@@ -16,6 +16,7 @@ from events.types import (
 )
 from service.domain import run as runs
 from service.domain.errors import InvalidRequest, NotFound
+from service.domain.facts import Facts, MessageExists, RunStatus
 
 MAX_MESSAGES = 100_000
 SNAPSHOT_SCHEMA = 4  # bump when ThreadState changes shape: older snapshots are then ignored
@@ -62,13 +63,11 @@ class UpdateMessage(msgspec.Struct, frozen=True):
     project: str
     message_id: str
     metadata: dict[str, str]
-    message_exists: bool
 
 
 class DeleteMessage(msgspec.Struct, frozen=True):
     project: str
     message_id: str
-    message_exists: bool
 
 
 def _require_thread(state: ThreadState, project: str) -> None:
@@ -83,7 +82,20 @@ def _require_room(state: ThreadState, adding: int) -> None:
             f"a thread can hold at most {MAX_MESSAGES}.", code="thread_message_limit_reached")
 
 
-def decide(state: ThreadState, cmd) -> list[Event]:
+def needs(state: ThreadState, cmd) -> tuple[MessageExists | RunStatus, ...]:
+    """The read-side facts `decide` needs for this command (none for most)."""
+    match cmd:
+        case UpdateMessage(message_id=message_id) | DeleteMessage(message_id=message_id):
+            return (MessageExists(message_id),)
+        case runs.UpdateRun(run_id=run_id) | runs.CancelRun(run_id=run_id) | runs.SubmitToolOutputs(run_id=run_id):
+            active = state.active_run
+            return () if active is not None and active.run_id == run_id else (RunStatus(run_id),)
+    return ()
+
+
+def decide(state: ThreadState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B006 - read only
+    """The events the command makes; `facts`: what `needs` asked for (a fact not given counts as
+    no such message or run)."""
     if isinstance(cmd, runs.ENGINE_COMMANDS):
         if state.deleted:
             return []
@@ -92,7 +104,7 @@ def decide(state: ThreadState, cmd) -> list[Event]:
         _require_thread(state, cmd.project)
         if isinstance(cmd, runs.CreateRun):
             _require_room(state, len(cmd.messages))
-        return runs.decide_client(state.thread_id, state.active_run, cmd)
+        return runs.decide_client(state.thread_id, state.active_run, cmd, facts)
     match cmd:
         case CreateThread(created=created, messages=messages):
             if state.version != 0:
@@ -118,14 +130,14 @@ def decide(state: ThreadState, cmd) -> list[Event]:
             runs.thread_is_free(state.thread_id, state.active_run, adding="messages")
             _require_room(state, 1)
             return [message]
-        case UpdateMessage(project=project, message_id=message_id, metadata=metadata, message_exists=exists):
+        case UpdateMessage(project=project, message_id=message_id, metadata=metadata):
             _require_thread(state, project)
-            if not exists:
+            if not facts.get(MessageExists(message_id), False):
                 raise NotFound("message", message_id)
             return [MessageUpdated(message_id=message_id, metadata=metadata)]
-        case DeleteMessage(project=project, message_id=message_id, message_exists=exists):
+        case DeleteMessage(project=project, message_id=message_id):
             _require_thread(state, project)
-            if not exists:
+            if not facts.get(MessageExists(message_id), False):
                 raise NotFound("message", message_id)
             return [MessageDeleted(message_id=message_id)]
     raise TypeError(f"unknown command {cmd!r}")
