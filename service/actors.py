@@ -1,9 +1,11 @@
-"""The shell around the pure domain: thread actors, their registry, and one-shot entity commands.
+"""The shell around the pure domain: one runner for every entity, thread actors, their registry.
 
-A ThreadActor owns one thread within this process. Commands wait in its mailbox and are handled
-one at a time, in arrival order: decide on the current state, append the events, fold them in,
-answer. Another process may write the same thread; the store's version check then refuses one of
-the two appends, and the loser catches up from the log and decides again.
+Every command of every entity (service/domain/decider.py) goes through `Entity.handle`: look up the
+facts the decider asks for, decide on the current state, append the events, fold them in, answer.
+Another process may write the same stream; the store's version check then refuses one of the two
+appends, and the loser catches up from the log and decides again. A ThreadActor keeps one thread's
+Entity in this process and handles its commands one at a time, in arrival order; agents and files
+are short streams, loaded for each command (`execute`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import msgspec
 import structlog
 
 from events.store import EventMetadata, EventStore, RecordedEvent, VersionConflict
-from events.types import Event
 from projections import queries
 from service.domain import thread as thread_domain
+from service.domain.decider import Decider
 from service.domain.errors import Conflict, DomainError
 from service.domain.facts import MessageExists, RunStatus
 
@@ -35,12 +37,81 @@ class TooMuchContention(Conflict):
         super().__init__(f"The object {stream.split('-', 1)[1]} is being changed by another request; try again.")
 
 
+class Entity:
+    """One entity's state in this process, and the loop every command of it goes through."""
+
+    def __init__(self, store: EventStore, decider: Decider, entity_id: str):
+        self.store, self.decider, self.entity_id = store, decider, entity_id
+        self.stream = decider.stream(entity_id)
+        self.state: Any = None          # None: not loaded (or unknown after a failed append)
+
+    async def load(self) -> None:
+        """The latest snapshot (for deciders that keep them) plus the events after it."""
+        state = self.decider.initial(self.entity_id)
+        if self.decider.snapshots:
+            snap = await self.store.load_snapshot(self.stream, self.decider.snapshot_schema)
+            if snap is not None:
+                state = msgspec.json.decode(snap[1], type=self.decider.state_type)
+        for r in await self.store.read_stream(self.stream, state.version):
+            state = self.decider.evolve(state, r.event)
+        self.state = state
+
+    async def handle(self, cmd: Any, meta: EventMetadata, facts_of: Callable | None = None) -> list[RecordedEvent]:
+        """Decide, append and fold in; `facts_of(entity, needed)` looks up what the decider needs."""
+        for attempt in range(MAX_ATTEMPTS):
+            if self.state is None:
+                await self.load()
+            needed = self.decider.needs(self.state, cmd)
+            facts = await facts_of(self, cmd, needed) if needed and facts_of is not None else {}
+            try:
+                events = self.decider.decide(self.state, cmd, facts)
+            except DomainError:
+                # Refusals are decided on our cached state; another process may have moved the
+                # entity on (ended its run, say). Refuse only what the log's latest state refuses.
+                if not await self._catch_up():
+                    raise
+                continue
+            if not events:
+                if await self._catch_up():
+                    continue
+                return []
+            try:
+                recorded = await self.store.append(self.stream, self.state.version, events, meta)
+            except VersionConflict:
+                await backoff(attempt)
+                await self._catch_up()
+                continue
+            except BaseException:
+                self.state = None          # unknown whether it committed: reload from the log
+                raise
+            before = self.state.version
+            for r in recorded:
+                self.state = self.decider.evolve(self.state, r.event)
+            if self.decider.snapshots and self.state.version // SNAPSHOT_EVERY > before // SNAPSHOT_EVERY:
+                await self._snapshot()
+            return recorded
+        raise TooMuchContention(self.stream)
+
+    async def _catch_up(self) -> bool:
+        """Fold in what other writers appended; whether there was anything."""
+        newer = await self.store.read_stream(self.stream, self.state.version)
+        for r in newer:
+            self.state = self.decider.evolve(self.state, r.event)
+        return bool(newer)
+
+    async def _snapshot(self) -> None:
+        try:
+            await self.store.save_snapshot(self.stream, self.state.version, self.decider.snapshot_schema,
+                                           msgspec.json.encode(self.state))
+        except Exception:  # noqa: BLE001 - a snapshot is an optimisation; the log is the truth
+            log.warning("snapshot_failed", stream=self.stream, exc_info=True)
+
+
 class ThreadActor:
     def __init__(self, thread_id: str, registry: "ActorRegistry"):
         self.thread_id = thread_id
-        self.stream = f"thread-{thread_id}"
         self.registry = registry
-        self.state: thread_domain.ThreadState | None = None
+        self.entity = Entity(registry.store, thread_domain.DECIDER, thread_id)
         self.mailbox: deque = deque()
         self._mail = asyncio.Event()
         self.busy = False
@@ -65,75 +136,28 @@ class ThreadActor:
                 continue
             self.busy = True
             try:
-                fut.set_result(await self._handle(cmd, meta))
+                recorded = await self.entity.handle(cmd, meta, self._facts)
+                fut.set_result((self.entity.state, recorded))
             except Exception as exc:       # noqa: BLE001 - the caller decides what it means
                 if not fut.done():
                     fut.set_exception(exc)
             finally:
                 self.busy = False
                 self.last_active = time.monotonic()
-                if self.state is not None and self.state.deleted:
+                state = self.entity.state
+                if state is not None and self.entity.decider.terminal(state):
                     self.registry.forget(self.thread_id)
 
-    async def _handle(self, cmd: Any, meta: EventMetadata) -> tuple[thread_domain.ThreadState, list[RecordedEvent]]:
-        store = self.registry.store
-        for attempt in range(MAX_ATTEMPTS):
-            if self.state is None:
-                self.state = await load_thread(store, self.thread_id)
-            facts = await self._facts(cmd)
-            try:
-                events = thread_domain.decide(self.state, cmd, facts)
-            except DomainError:
-                # Refusals are decided on our cached state; another process may have moved the
-                # thread on (ended its run, say). Refuse only what the log's latest state refuses.
-                if not await self._catch_up():
-                    raise
-                continue
-            if not events:
-                if await self._catch_up():
-                    continue
-                return self.state, []
-            try:
-                recorded = await store.append(self.stream, self.state.version, events, meta)
-            except VersionConflict:
-                await backoff(attempt)
-                await self._catch_up()
-                continue
-            except BaseException:
-                self.state = None          # unknown whether it committed: reload from the log
-                raise
-            before = self.state.version
-            for r in recorded:
-                self.state = thread_domain.evolve(self.state, r.event)
-            if self.state.version // SNAPSHOT_EVERY > before // SNAPSHOT_EVERY:
-                await self._snapshot()
-            return self.state, recorded
-        raise TooMuchContention(self.stream)
-
-    async def _facts(self, cmd: Any) -> dict:
+    async def _facts(self, entity: Entity, cmd: Any, needed: tuple) -> dict:
         """The read-side facts the decider asks for (the read model is current: we are its writer)."""
         db, facts = self.registry.db, {}
-        for fact in thread_domain.needs(self.state, cmd):
+        for fact in needed:
             match fact:
                 case MessageExists(message_id=message_id):
                     facts[fact] = await queries.get_message(db, cmd.project, self.thread_id, message_id) is not None
                 case RunStatus(run_id=run_id):
                     facts[fact] = await queries.run_status(db, cmd.project, self.thread_id, run_id)
         return facts
-
-    async def _catch_up(self) -> bool:
-        """Fold in what other writers appended; whether there was anything."""
-        newer = await self.registry.store.read_stream(self.stream, self.state.version)
-        for r in newer:
-            self.state = thread_domain.evolve(self.state, r.event)
-        return bool(newer)
-
-    async def _snapshot(self) -> None:
-        try:
-            await self.registry.store.save_snapshot(
-                self.stream, self.state.version, thread_domain.SNAPSHOT_SCHEMA, msgspec.json.encode(self.state))
-        except Exception:  # noqa: BLE001 - a snapshot is only a cache
-            log.warning("snapshot_failed", stream=self.stream, exc_info=True)
 
 
 async def backoff(attempt: int) -> None:
@@ -142,16 +166,10 @@ async def backoff(attempt: int) -> None:
 
 
 async def load_thread(store: EventStore, thread_id: str) -> thread_domain.ThreadState:
-    """Latest snapshot plus the events after it: activation never replays a long thread."""
-    stream = f"thread-{thread_id}"
-    snap = await store.load_snapshot(stream, thread_domain.SNAPSHOT_SCHEMA)
-    if snap is not None:
-        state = msgspec.json.decode(snap[1], type=thread_domain.ThreadState)
-    else:
-        state = thread_domain.ThreadState(thread_id=thread_id)
-    for r in await store.read_stream(stream, state.version):
-        state = thread_domain.evolve(state, r.event)
-    return state
+    """A thread's state as its actor loads it: the latest snapshot plus the events after it."""
+    entity = Entity(store, thread_domain.DECIDER, thread_id)
+    await entity.load()
+    return entity.state
 
 
 class ActorRegistry:
@@ -223,22 +241,9 @@ class ActorRegistry:
         await asyncio.gather(*(a.task for a in actors), return_exceptions=True)
 
 
-async def execute(store: EventStore, stream: str, initial: Any, decide: Callable, evolve: Callable,
-                  cmd: Any, meta: EventMetadata = EventMetadata()) -> tuple[Any, list[RecordedEvent]]:
-    """Load, decide, append for a short stream with no actor (agents, files); retry on conflict."""
-    for attempt in range(MAX_ATTEMPTS):
-        state = initial
-        for r in await store.read_stream(stream):
-            state = evolve(state, r.event)
-        events: list[Event] = decide(state, cmd)
-        if not events:
-            return state, []
-        try:
-            recorded = await store.append(stream, state.version, events, meta)
-        except VersionConflict:
-            await backoff(attempt)
-            continue
-        for r in recorded:
-            state = evolve(state, r.event)
-        return state, recorded
-    raise TooMuchContention(stream)
+async def execute(store: EventStore, decider: Decider, entity_id: str, cmd: Any,
+                  meta: EventMetadata = EventMetadata()) -> tuple[Any, list[RecordedEvent]]:
+    """One command on a short stream with no actor (agents, files): loaded for this command."""
+    entity = Entity(store, decider, entity_id)
+    recorded = await entity.handle(cmd, meta)
+    return entity.state, recorded

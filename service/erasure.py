@@ -46,8 +46,7 @@ async def erase_thread(actors: ActorRegistry, db, thread_id: str, project: str, 
     deleted_files = []
     for file_id in file_ids:
         try:
-            await execute(actors.store, f"file-{file_id}", file_domain.FileState(file_id), file_domain.decide,
-                          file_domain.evolve, file_domain.DeleteFile(project), meta)
+            await execute(actors.store, file_domain.DECIDER, file_id, file_domain.DeleteFile(project), meta)
             deleted_files.append(file_id)
         except Exception:  # noqa: BLE001 - already deleted, or another project's: nothing of ours to erase
             pass

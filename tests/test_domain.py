@@ -176,3 +176,31 @@ def test_domain_refusals_carry_no_http_status_and_the_api_maps_each_kind():
         response = domain_error_response(error)
         body = json.loads(response.body)["error"]
         assert (response.status, body["message"], body["param"]) == (status, error.message, error.param)
+
+
+def test_a_deciders_snapshot_schema_follows_the_shape_of_its_state():
+    """Older snapshots are ignored exactly when the state's shape changes: no constant to bump."""
+    import msgspec
+
+    from service.domain.decider import Decider
+
+    class Before(msgspec.Struct):
+        entity_id: str
+        version: int = 0
+
+    class Documented(msgspec.Struct):
+        """The same shape, described."""
+        entity_id: str
+        version: int = 0
+
+    class Grown(msgspec.Struct):
+        entity_id: str
+        version: int = 0
+        archived: bool = False
+
+    def schema(state_type) -> int:
+        return Decider("x", state_type, lambda s, c, f: [], lambda s, e: s).snapshot_schema
+
+    assert schema(Before) == schema(Documented) != schema(Grown)
+    assert thread.DECIDER.initial("thread_9") == thread.ThreadState("thread_9")
+    assert thread.DECIDER.stream("thread_9") == "thread-thread_9"

@@ -18,10 +18,6 @@ from service.domain import agent
 from service.ids import new_id, now
 
 
-def _stream(agent_id: str) -> str:
-    return f"agent-{agent_id}"
-
-
 async def create_assistant(request: web.Request, body: CreateAssistantRequest) -> web.Response:
     ctx = ctx_of(request)
     lenient = services(request).config.allow_unexecuted_tools
@@ -36,8 +32,7 @@ async def create_assistant(request: web.Request, body: CreateAssistantRequest) -
         temperature=body.temperature, top_p=body.top_p, response_format=body.response_format,
         reasoning_effort=body.reasoning_effort)
     tl = services(request)
-    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
-                  agent.CreateAgent(created), ctx.meta("create_assistant"))
+    await execute(tl.store, agent.DECIDER, agent_id, agent.CreateAgent(created), ctx.meta("create_assistant"))
     return json_ok(assistant_from(created))
 
 
@@ -70,8 +65,7 @@ async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -
     if fields.get("tool_resources", msgspec.UNSET) is None:
         fields["tool_resources"] = {}
     tl = services(request)
-    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
-                  agent.UpdateAgent(ctx.project, AgentUpdated(agent_id=agent_id, **fields)),
+    await execute(tl.store, agent.DECIDER, agent_id, agent.UpdateAgent(ctx.project, AgentUpdated(agent_id=agent_id, **fields)),
                   ctx.meta("update_assistant"))
     return await get_assistant(request)
 
@@ -80,6 +74,5 @@ async def delete_assistant(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     agent_id = request.match_info["assistant_id"]
     tl = services(request)
-    await execute(tl.store, _stream(agent_id), agent.AgentState(agent_id), agent.decide, agent.evolve,
-                  agent.DeleteAgent(ctx.project), ctx.meta("delete_assistant"))
+    await execute(tl.store, agent.DECIDER, agent_id, agent.DeleteAgent(ctx.project), ctx.meta("delete_assistant"))
     return json_ok(DeletionStatus(id=agent_id, object="assistant.deleted"))

@@ -33,10 +33,6 @@ _UNREADABLE = "The multipart body could not be read."
 EXPIRES_AFTER_SECONDS = (3600, 2_592_000)     # OpenAI's range: an hour to 30 days
 
 
-def _stream(file_id: str) -> str:
-    return f"file-{file_id}"
-
-
 async def upload_file(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     tl = services(request)
@@ -99,7 +95,7 @@ async def upload_file(request: web.Request) -> web.Response:
                                 purpose=purpose, bytes=size, sha256=sha.hexdigest(),
                                 expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
-        await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projection)
+        await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projection)
     return json_ok(file_from(uploaded))
 
 
@@ -128,8 +124,7 @@ async def expire_files(store: EventStore, db, limit: int = 500) -> int:
                          now(), limit)
     for file_id, project in due:
         try:
-            await execute(store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
-                          file_domain.evolve, file_domain.DeleteFile(project),
+            await execute(store, file_domain.DECIDER, file_id, file_domain.DeleteFile(project),
                           EventMetadata(project=project, causation="file expired"))
         except NotFound:
             pass
@@ -179,6 +174,6 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     file_id = request.match_info["file_id"]
-    await execute(services(request).store, _stream(file_id), file_domain.FileState(file_id), file_domain.decide,
-                  file_domain.evolve, file_domain.DeleteFile(ctx.project), ctx.meta("delete_file"))
+    await execute(services(request).store, file_domain.DECIDER, file_id, file_domain.DeleteFile(ctx.project),
+                  ctx.meta("delete_file"))
     return json_ok(DeletionStatus(id=file_id, object="file"))

@@ -21,7 +21,7 @@ from events.store import Append, write_appends
 from events.types import FileUploaded
 from projections.objects import File, file_from
 from service.api.errors import ApiError, not_found
-from service.api.files import CHUNK_BYTES, PURPOSES, _stream, _write_chunk, expire_files
+from service.api.files import CHUNK_BYTES, PURPOSES, _write_chunk, expire_files
 from service.api.http import ctx_of, json_ok, services
 from service.api.requests import CompleteUploadRequest, CreateUploadRequest
 from service.domain import file as file_domain
@@ -174,7 +174,7 @@ async def complete_upload(request: web.Request, body: CompleteUploadRequest) -> 
                                 purpose=row["purpose"], bytes=total, sha256=sha.hexdigest(),
                                 expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
-        await write_appends(conn, [Append(_stream(file_id), 0, events, ctx.meta("complete_upload"))],
+        await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("complete_upload"))],
                             tl.store.projection)
         row = await conn.fetchrow("UPDATE uploads SET status = 'completed', file_id = $2 WHERE id = $1 RETURNING *",
                                   upload_id, file_id)

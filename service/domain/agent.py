@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from events.types import AgentCreated, AgentDeleted, AgentUpdated, Event
+from service.domain.decider import Decider
 from service.domain.errors import NotFound
+from service.domain.facts import Facts
 
 
 class AgentState(msgspec.Struct):
@@ -33,7 +35,7 @@ def _require(state: AgentState, project: str) -> None:
         raise NotFound("assistant", state.agent_id)
 
 
-def decide(state: AgentState, cmd) -> list[Event]:
+def decide(state: AgentState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B006 - agents need none
     match cmd:
         case CreateAgent(created=created):
             return [created] if state.version == 0 else []
@@ -53,3 +55,6 @@ def evolve(state: AgentState, event: Event) -> AgentState:
         case AgentDeleted():
             return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
     return msgspec.structs.replace(state, version=state.version + 1)
+
+
+DECIDER = Decider("agent", AgentState, decide, evolve, terminal=lambda state: state.deleted)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from events.types import Event, FileDeleted, FileUploaded
+from service.domain.decider import Decider
 from service.domain.errors import NotFound
+from service.domain.facts import Facts
 
 
 class FileState(msgspec.Struct):
@@ -23,7 +25,7 @@ class DeleteFile(msgspec.Struct, frozen=True):
     project: str
 
 
-def decide(state: FileState, cmd) -> list[Event]:
+def decide(state: FileState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B006 - files need none
     match cmd:
         case UploadFile(uploaded=uploaded):
             return [uploaded] if state.version == 0 else []
@@ -41,3 +43,6 @@ def evolve(state: FileState, event: Event) -> FileState:
         case FileDeleted():
             return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
     return msgspec.structs.replace(state, version=state.version + 1)
+
+
+DECIDER = Decider("file", FileState, decide, evolve, terminal=lambda state: state.deleted)

@@ -15,11 +15,11 @@ from events.types import (
     ThreadErased, ThreadUpdated,
 )
 from service.domain import run as runs
+from service.domain.decider import Decider
 from service.domain.errors import InvalidRequest, NotFound
 from service.domain.facts import Facts, MessageExists, RunStatus
 
 MAX_MESSAGES = 100_000
-SNAPSHOT_SCHEMA = 4  # bump when ThreadState changes shape: older snapshots are then ignored
 
 
 class ThreadState(msgspec.Struct):
@@ -159,3 +159,7 @@ def evolve(state: ThreadState, event: Event) -> ThreadState:
         case MessageDeleted():
             return msgspec.structs.replace(state, version=version, message_count=state.message_count - 1)
     return msgspec.structs.replace(state, version=version)
+
+
+DECIDER = Decider("thread", ThreadState, decide, evolve, needs=needs, terminal=lambda state: state.deleted,
+                  snapshots=True)
