@@ -119,6 +119,11 @@ class ThreadActor:
         self.task = asyncio.create_task(self._run(), name=f"actor:{thread_id}")
 
     @property
+    def state(self) -> thread_domain.ThreadState | None:
+        """The thread as this actor last knew it (None: not loaded yet)."""
+        return self.entity.state
+
+    @property
     def idle(self) -> bool:
         return not self.busy and not self.mailbox
 

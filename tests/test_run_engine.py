@@ -278,7 +278,7 @@ async def test_a_run_sees_what_another_process_wrote_to_the_thread(api, fake, db
     other = ActorRegistry(other_store, db)
     try:
         project = api.http.server.app[SERVICES].actors._actors[tid].state.project
-        await other.ask(tid, thread_domain.DeleteMessage(project, first["id"], True))
+        await other.ask(tid, thread_domain.DeleteMessage(project, first["id"]))
         await other.ask(tid, thread_domain.AddMessage(project, MessageCreated(
             message_id=new_id("msg_"), thread_id=tid, created_at=now(), role="user",
             content=[TextPart(TextValue("from elsewhere"))])))
