@@ -263,6 +263,11 @@ def _pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
+def pct_ms(seconds: list[float], p: float) -> float:
+    """The p-th percentile of durations in seconds, in milliseconds (any order)."""
+    return _pct(sorted(seconds), p) * 1000
+
+
 # ================================================================================================
 # The orchestrator
 # ================================================================================================
@@ -331,6 +336,19 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def start_profiler(self, server: subprocess.Popen, name: str, seconds: float | None = None):
+        """py-spy on the server into <--profile>/<name>.txt (raw stacks), or None without --profile."""
+        if not self.args.profile:
+            return None
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        out = self.args.profile / f"{name}.txt"
+        cmd = [self.args.py_spy, "record", "-p", str(server.pid), "-r", "100", "-f", "raw", "-o", str(out),
+               *self.args.py_spy_args.split()]
+        if seconds is not None:
+            cmd += ["-d", f"{seconds:g}"]
+        self.log(f"py-spy → {out}")
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def log(self, msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import CONTENT, Bench, _install_uvloop, _pct, bench_options, parse_bench_args  # noqa: E402
+from appends import CONTENT, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
 from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 
 MODEL = "builtin/echo"
@@ -202,10 +202,6 @@ async def shallow_threads(c: Client, n: int) -> list[str]:
         async with sem:
             return (await c.call("POST", "/v1/threads", body))["id"]
     return list(await asyncio.gather(*(one() for _ in range(n))))
-
-
-def pct_ms(values: list[float], p: float) -> float:
-    return _pct(sorted(values), p) * 1000
 
 
 # ================================================================================================
@@ -397,20 +393,6 @@ class RunsBench(Bench):
                 await c.call("DELETE", f"/v1/threads/{thread_id}/messages/{m['id']}")
         except BenchError as exc:
             c.error(str(exc))
-
-    # -- profiling ------------------------------------------------------------------------------------
-
-    def start_profiler(self, server: subprocess.Popen, name: str, seconds: float | None):
-        if not self.args.profile:
-            return None
-        self.args.profile.mkdir(parents=True, exist_ok=True)
-        out = self.args.profile / f"{name}.txt"
-        cmd = [self.args.py_spy, "record", "-p", str(server.pid), "-r", "100", "-f", "raw", "-o", str(out),
-               "--full-filenames"]
-        if seconds is not None:
-            cmd += ["-d", f"{seconds:g}"]
-        self.log(f"py-spy → {out}")
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     # -- the whole run --------------------------------------------------------------------------------
 

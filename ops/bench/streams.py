@@ -958,18 +958,6 @@ class StreamsBench(Bench):
         return {"n": len(a), "post_to_created_p50": _pct(a, 50), "post_to_created_p99": _pct(a, 99),
                 "created_to_first_p50": _pct(b, 50), "created_to_first_p99": _pct(b, 99)}
 
-    def start_profiler(self, server: subprocess.Popen, name: str, seconds: float | None):
-        if not self.args.profile:
-            return None
-        self.args.profile.mkdir(parents=True, exist_ok=True)
-        out = self.args.profile / f"{name}.txt"
-        cmd = [self.args.py_spy, "record", "-p", str(server.pid), "-r", "100", "-f", "raw", "-o", str(out),
-               *self.args.py_spy_args.split()]
-        if seconds is not None:
-            cmd += ["-d", f"{seconds:g}"]
-        self.log(f"py-spy → {out}")
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
     # -- the whole run ----------------------------------------------------------------------------------
 
     def idle_limit(self) -> int:

@@ -75,7 +75,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import BODY, PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args  # noqa: E402
+from appends import BODY, PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
 from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
 
 SUBSCRIPTIONS = 10
@@ -327,10 +327,6 @@ def child_flood(argv: list[str]) -> None:
 # The orchestrator
 # ================================================================================================
 
-def pct_ms(sorted_values: list[float], p: float) -> float:
-    return _pct(sorted_values, p) * 1000
-
-
 class WebhooksBench(Bench):
     def __init__(self, args: argparse.Namespace):
         args.loadgen = "python"          # Bench's load generators are not used here
@@ -384,7 +380,7 @@ class WebhooksBench(Bench):
                   "driver": [driver.pid]}
         time.sleep(max(0.0, w0 - time.monotonic()))
         before = self.cpu_snapshot(groups)
-        profiler = self.start_profiler(f"rate{rate:g}", seconds)
+        profiler = self.start_profiler(self.server, f"rate{rate:g}", seconds)
         time.sleep(max(0.0, w1 - time.monotonic()))
         cpu = self.cpu_delta(before, groups)
         stdout, stderr = driver.communicate(timeout=seconds + a.warmup + 300)
@@ -547,16 +543,6 @@ class WebhooksBench(Bench):
         return res
 
     # -- helpers --------------------------------------------------------------------------------------
-
-    def start_profiler(self, name: str, seconds: float):
-        if not self.args.profile:
-            return None
-        self.args.profile.mkdir(parents=True, exist_ok=True)
-        out = self.args.profile / f"{name}.txt"
-        self.log(f"py-spy → {out}")
-        return subprocess.Popen([self.args.py_spy, "record", "-p", str(self.server.pid), "-r", "100",
-                                 "-d", f"{seconds:g}", "-f", "raw", "-o", str(out), "--full-filenames"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     # -- the whole run --------------------------------------------------------------------------------
 
