@@ -933,6 +933,14 @@ def bench_options(p: argparse.ArgumentParser, *, quiet_timeout: float = 60, atte
     p.add_argument("--keep", action="store_true", help="keep the temp directory (logs, pgdata)")
 
 
+def client_bench(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, "Bench"]:
+    """For benchmarks whose client is Python (no wrk): the shared options, parsed, and a Bench."""
+    p.add_argument("--loadgen", default="python")
+    bench_options(p)
+    args = parse_bench_args(p)
+    return args, Bench(args)
+
+
 def parse_bench_args(p: argparse.ArgumentParser) -> argparse.Namespace:
     args = p.parse_args()
     if args.profile:

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import Bench, bench_options, parse_bench_args  # noqa: E402
+from appends import Bench, client_bench  # noqa: E402
 from results import write_section  # noqa: E402
 
 TARGET_RATIO = 3.0
@@ -64,10 +64,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=100, help="runs polled the server's way (default 100)")
     p.add_argument("--slow-runs", type=int, default=5, help="runs polled every 1000 ms (default 5)")
-    p.add_argument("--loadgen", default="python")
-    bench_options(p)
-    args = parse_bench_args(p)
-    bench = Bench(args)
+    args, bench = client_bench(p)
     import openai
 
     try:

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import PYTHON, Bench, bench_options, parse_bench_args  # noqa: E402
+from appends import PYTHON, client_bench  # noqa: E402
 from results import write_section  # noqa: E402
 
 MiB = 1 << 20
@@ -124,10 +124,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mib", type=int, default=256, help="file size in MiB (default 256)")
     p.add_argument("--repeat", type=int, default=3, help="uploads per way, the median counts (default 3)")
-    p.add_argument("--loadgen", default="python")
-    bench_options(p)
-    args = parse_bench_args(p)
-    bench = Bench(args)
+    args, bench = client_bench(p)
     import openai
 
     size = args.mib * MiB
