@@ -30,8 +30,6 @@ def seals(*paths: tuple[str, ...]) -> msgspec.Meta:
     return msgspec.Meta(extra={SEALED: paths})
 
 
-CALL_ARGUMENTS = ("*", "function", "arguments")
-CALL_OUTPUT = ("*", "function", "output")
 
 
 class TextValue(msgspec.Struct, frozen=True):
@@ -69,8 +67,47 @@ class Attachment(msgspec.Struct, frozen=True):
     tools: list[JSON] = []
 
 
+# --- tool calls, as a run step records them -----------------------------------------------------
+# A tagged union on "type", in the wire shape of `step_details.tool_calls[]`. Each tool the server
+# runs adds its call type here, with its content marked `Sealed`.
+
+class FunctionCallBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    arguments: Sealed                   # the JSON the model wrote
+    output: Sealed | None = None        # what the client (or the server, for its own tools) answered
+
+
+class _Call(msgspec.Struct, frozen=True, tag_field="type"):
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag
+
+
+class FunctionCall(_Call, tag="function"):
+    id: str
+    function: FunctionCallBody
+
+    def summary(self) -> str:
+        return f"{self.function.name}({_short(self.function.arguments, 120)})"
+
+    def with_output(self, output: str) -> "FunctionCall":
+        return msgspec.structs.replace(self, function=msgspec.structs.replace(self.function, output=output))
+
+
+ToolCall = FunctionCall
+
+
+EVENT_TYPES: dict[str, type["Event"]] = {}      # every event type by class name, filled as they are defined
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event. Subclasses are registered by class name (EVENT_TYPES)."""
+    """Base of every event. A subclass registers itself under its class name: `type` in the log."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ in EVENT_TYPES:
+            raise TypeError(f"two event types are named {cls.__name__}")
+        EVENT_TYPES[cls.__name__] = cls
 
     def describe(self) -> str:
         return type(self).__name__
@@ -267,8 +304,7 @@ class RunStepCreated(Event):
     created_at: int
     type: Literal["message_creation", "tool_calls"]
     message_id: str | None = None
-    # [{"id", "type": "function", "function": {"name", "arguments"}}]
-    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)] = []
+    tool_calls: list[ToolCall] = []
     usage: JSON | None = None       # a tool_calls step's model call is over when the step is created
 
     def describe(self) -> str:
@@ -319,8 +355,11 @@ class ToolCallArgumentsAppended(Event):
 class RunRequiredAction(Event):
     run_id: str
     step_id: str
-    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)]
+    tool_calls: list[ToolCall]      # the calls the client must answer
     usage: JSON | None = None       # of the model call that asked for the tools: the step's, once it completes
+    # Every call of the step in the model's order, when the server ran some of them itself (empty:
+    # the step's calls are tool_calls).
+    step_calls: list[ToolCall] = []
 
     def describe(self) -> str:
         return f"run {self.run_id} requires_action: {_calls(self.tool_calls)}{_usage(self.usage)}"
@@ -331,13 +370,24 @@ class ToolOutputsSubmitted(Event):
     run_id: str
     step_id: str
     submitted_at: int
-    tool_calls: Annotated[list[JSON], seals(CALL_ARGUMENTS, CALL_OUTPUT)]   # each with function.output set
+    tool_calls: list[ToolCall]      # the step's calls, each with its output
     usage: JSON | None = None       # the step's usage, now that it completes
 
     def describe(self) -> str:
-        outputs = "; ".join(f"{c['function']['name']} → {_short(str(c['function'].get('output')), 120)}"
-                            for c in self.tool_calls)
+        outputs = "; ".join(f"{c.function.name} → {_short(str(c.function.output), 120)}" for c in self.tool_calls)
         return f"run {self.run_id} tool outputs: {outputs}"
+
+
+class ToolCallsExecuted(Event):
+    """The server ran every call of the step itself: the step completes and the run goes on."""
+    run_id: str
+    step_id: str
+    completed_at: int
+    tool_calls: list[ToolCall]      # in the model's order, each with its result
+    usage: JSON | None = None       # of the model call that asked for the tools
+
+    def describe(self) -> str:
+        return f"run {self.run_id} ran tools: {_calls(self.tool_calls)}{_usage(self.usage)}"
 
 
 class RunUpdated(Event):
@@ -436,27 +486,14 @@ def _usage(u) -> str:
     return f" (tokens: {u.get('prompt_tokens', 0)} in, {u.get('completion_tokens', 0)} out)" if u else ""
 
 
-def _calls(calls: list[JSON]) -> str:
-    return "; ".join(f"{c['function']['name']}({_short(c['function']['arguments'], 120)})" for c in calls)
+def _calls(calls: list[ToolCall]) -> str:
+    return "; ".join(c.summary() for c in calls)
 
 
 def _json(value) -> str:
     return msgspec.json.encode(value).decode()
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls
-    for cls in (
-        AgentCreated, AgentUpdated, AgentDeleted,
-        ThreadCreated, ThreadUpdated, ThreadDeleted, ThreadErased,
-        MessageCreated, MessageUpdated, MessageDeleted,
-        MessageTextAppended, MessageCompleted, MessageIncomplete,
-        RunCreated, RunStarted, RunRequeued, RunStepCreated, RunStepCompleted, RunStepEnded,
-        ToolCallArgumentsAppended, RunRequiredAction, ToolOutputsSubmitted, RunUpdated, RunCancelling,
-        RunCompleted, RunIncomplete, RunFailed, RunCancelled, RunExpired,
-        FileUploaded, FileDeleted,
-    )
-}
 
 _decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
 _encoder = msgspec.json.Encoder()

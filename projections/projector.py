@@ -16,7 +16,8 @@ from events.types import (
     MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, MessageUpdated, RunCancelled,
     RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated,
-    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
+    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended, ToolCallsExecuted,
+    ToolOutputsSubmitted,
 )
 from projections.objects import assistant_from, file_from, message_from, run_from, step_from, thread_from
 
@@ -79,10 +80,13 @@ CHANGES: dict[type, Callable[[Any], Change | list[Change] | None]] = {
     RunStepEnded: _step_ended,
     ToolCallArgumentsAppended: lambda e: None,   # streams show the pieces; the step gets the calls whole
     RunRequiredAction: lambda e: [
-        ("step.merge", e.step_id, {"step_details": {"type": "tool_calls", "tool_calls": e.tool_calls}}),
+        ("step.merge", e.step_id, {"step_details": {"type": "tool_calls", "tool_calls": e.step_calls or e.tool_calls}}),
         _run(e.run_id, status="requires_action", required_action={
             "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": e.tool_calls}})],
     ToolOutputsSubmitted: lambda e: None,  # two rows change: see _outputs_submitted
+    ToolCallsExecuted: lambda e: ("step.merge", e.step_id, {
+        "status": "completed", "completed_at": e.completed_at, "usage": e.usage,
+        "step_details": {"type": "tool_calls", "tool_calls": e.tool_calls}}),
     RunUpdated: lambda e: _run(e.run_id, metadata=e.metadata),
     RunCancelling: lambda e: _run(e.run_id, status="cancelling"),
     RunCompleted: lambda e: _ended(e.run_id, "completed", completed_at=e.completed_at, usage=e.usage),

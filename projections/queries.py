@@ -165,6 +165,11 @@ async def run_steps_of(db, run_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+async def thread_project(db, thread_id: str) -> str | None:
+    """The project a thread belongs to: what a tool the server runs for it may reach."""
+    return await db.fetchval("SELECT project FROM threads WHERE id = $1", thread_id)
+
+
 async def run_data(db, run_id: str) -> str | None:
     return await db.fetchval("SELECT data::text FROM runs WHERE id = $1", run_id)
 

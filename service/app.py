@@ -34,6 +34,7 @@ from service.oidc import KeysUnavailable, TokenRejected, TokenVerifier, looks_li
 from service.runs.engine import RunEngine
 from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps
+from service.tools.runtime import ToolRuntime, default_runtime
 from service.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger("threadline.http")
@@ -67,6 +68,7 @@ class Services:
     hub: StreamHub
     webhooks: WebhookDispatcher
     agents: AgentCache      # agents as run creation reads them
+    tools: ToolRuntime      # the tools this server runs
     tokens: TokenVerifier | None = None     # OIDC/JWT bearer tokens, when issuers are configured
 
 
@@ -234,7 +236,8 @@ async def root(request: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": "/chat"})
 
 
-def create_app(config: Config, database_url: str) -> web.Application:
+def create_app(config: Config, database_url: str, tools: ToolRuntime | None = None) -> web.Application:
+    tools = tools or default_runtime()
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[api_middleware])
     app[OPENAPI] = msgspec.json.encode(openapi_document())
@@ -251,7 +254,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
         router = ModelRouter.from_config(config)
         await asyncio.to_thread(tokens.preload, "o200k_base", "cl100k_base")   # ~1 s each, off the loop
-        engine = RunEngine(Deps(actors, db, router, config))
+        engine = RunEngine(Deps(actors, db, router, config, tools))
         webhooks = WebhookDispatcher(db, store, database_url, config)
         webhooks.start()
         issuers = load_token_issuers(config.token_issuers_file)
@@ -259,7 +262,7 @@ def create_app(config: Config, database_url: str) -> web.Application:
         if token_verifier is not None:
             token_verifier.start()
         app[SERVICES] = Services(config, db, uploads, store, actors, KeyCache(), engine, hub, webhooks, agents,
-                                 token_verifier)
+                                 tools, token_verifier)
         background = [asyncio.create_task(flush_periodically()),
                       asyncio.create_task(sweep_expired(store, uploads, config.file_sweep_seconds))]
         if config.retention_days > 0:

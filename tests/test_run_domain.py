@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events.types import (
-    ToolCallArgumentsAppended,
+    FunctionCall, FunctionCallBody, ToolCallArgumentsAppended, ToolCallsExecuted,
     MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended, RunCancelled,
     RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed, RunIncomplete, RunRequeued,
     RunRequiredAction, RunStepCompleted, RunStepCreated, RunStepEnded, RunUpdated, TextPart,
@@ -18,8 +18,9 @@ from service.domain.errors import InvalidRequest, NotFound
 
 T, P, R = "thread_1", "proj", "run_1"
 USAGE = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-CALLS = [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-         {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]
+CALLS = [FunctionCall(id="call_a", function=FunctionCallBody(name="f", arguments="{}")),
+         FunctionCall(id="call_b", function=FunctionCallBody(name="g", arguments="{}"))]
+RAN = FunctionCall(id="call_s", function=FunctionCallBody(name="clock", arguments="{}", output="12:00"))
 
 
 def fold(state, events):
@@ -129,9 +130,31 @@ class TestEngineSteps:
         state, events = step(requires_action, runs.SubmitToolOutputs(P, R, outputs, 4))
         (submitted,) = events
         assert isinstance(submitted, ToolOutputsSubmitted) and submitted.step_id == "step_t"
-        assert [c["function"]["output"] for c in submitted.tool_calls] == ["A", "B"]
+        assert [c.function.output for c in submitted.tool_calls] == ["A", "B"]
         assert state.active_run == runs.ActiveRun(R, "queued", 1000)
         assert types(step(state, runs.StartRun(R, 5))[1]) == ["RunStarted"]
+
+    def test_calls_the_server_ran_complete_the_step_and_the_run_goes_on(self, in_progress):
+        opened = step(in_progress, runs.OpenToolCalls(R, "step_t", 3))[0]
+        state, events = step(opened, runs.RequestToolCalls(R, "step_t", [RAN], 4, USAGE, waiting=[]))
+        (executed,) = events
+        assert isinstance(executed, ToolCallsExecuted) and executed.tool_calls == [RAN] and executed.usage == USAGE
+        assert state.active_run.status == "in_progress" and state.active_run.step_id is None
+        # The next turn writes its reply: the run was not parked for the client.
+        assert types(step(state, runs.OpenMessage(R, "step_m", reply()))[1]) == ["RunStepCreated", "MessageCreated"]
+
+    def test_a_step_with_calls_of_both_kinds_waits_only_for_the_clients(self, in_progress):
+        opened = step(in_progress, runs.OpenToolCalls(R, "step_t", 3))[0]
+        state, (required,) = step(opened, runs.RequestToolCalls(R, "step_t", [CALLS[0], RAN, CALLS[1]], 4, USAGE,
+                                                                waiting=["call_a", "call_b"]))
+        assert isinstance(required, RunRequiredAction) and required.tool_calls == CALLS
+        assert required.step_calls == [CALLS[0], RAN, CALLS[1]]
+        outputs = [{"tool_call_id": "call_a", "output": "A"}, {"tool_call_id": "call_b", "output": "B"}]
+        state, (submitted,) = step(state, runs.SubmitToolOutputs(P, R, outputs, 5))
+        # The step completes with every call in the model's order, the server's result kept.
+        assert [(c.id, c.function.output) for c in submitted.tool_calls] == [
+            ("call_a", "A"), ("call_s", "12:00"), ("call_b", "B")]
+        assert state.active_run == runs.ActiveRun(R, "queued", 1000, requeues=0)
 
     @pytest.mark.parametrize("outputs, message", [
         ([{"tool_call_id": "call_a", "output": "A"}], "All outputs must be submitted in a single request"),
@@ -288,7 +311,7 @@ def test_a_tool_step_opens_as_the_model_begins_and_gets_its_usage_when_it_comple
     assert step(state, runs.AppendToolCallArguments(R, "step_other", [{"index": 0, "arguments": "x"}]))[1] == []
     state, required = step(state, runs.RequestToolCalls(R, "step_s", CALLS, 4, USAGE))
     assert required == [RunRequiredAction(run_id=R, step_id="step_s", tool_calls=CALLS, usage=USAGE)]
-    outputs = [{"tool_call_id": c["id"], "output": "ok"} for c in CALLS]
+    outputs = [{"tool_call_id": c.id, "output": "ok"} for c in CALLS]
     _, submitted = step(state, runs.SubmitToolOutputs("proj", R, outputs, 5))
     assert submitted[0].usage == USAGE and submitted[0].step_id == "step_s"
 

@@ -12,15 +12,16 @@ import msgspec
 
 from events import cipher
 from events.types import (
-    CALL_ARGUMENTS, JSON, MessageCompleted, MessageCreated, MessageIncomplete, MessageTextAppended, RunCreated,
-    RunRequiredAction, RunStepCreated, Sealed, TextPart, TextValue, ToolCallArgumentsAppended,
-    ToolOutputsSubmitted, seals,
+    JSON, FunctionCall, FunctionCallBody, MessageCompleted, MessageCreated, MessageIncomplete, MessageTextAppended,
+    RunCreated, RunRequiredAction, RunStepCreated, Sealed, TextPart, TextValue, ToolCallArgumentsAppended,
+    ToolCallsExecuted, ToolOutputsSubmitted, seals,
 )
 
 SECRET = "the patient's diagnosis"
 KEY = os.urandom(32)
 STREAM = "thread-t1"
-CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": SECRET}}
+CALL = FunctionCall(id="call_1", function=FunctionCallBody(name="lookup", arguments=SECRET))
+ANSWERED = FunctionCall(id="call_1", function=FunctionCallBody(name="lookup", arguments="{}", output=SECRET))
 TEXT = [TextPart(TextValue(SECRET))]
 
 CONTENT_EVENTS = [
@@ -33,8 +34,9 @@ CONTENT_EVENTS = [
     RunStepCreated(step_id="s", run_id="r", created_at=1, type="tool_calls", tool_calls=[CALL]),
     ToolCallArgumentsAppended(run_id="r", step_id="s", index=0, arguments=SECRET),
     RunRequiredAction(run_id="r", step_id="s", tool_calls=[CALL]),
-    ToolOutputsSubmitted(run_id="r", step_id="s", submitted_at=1, tool_calls=[
-        {**CALL, "function": {"name": "lookup", "arguments": "{}", "output": SECRET}}]),
+    RunRequiredAction(run_id="r", step_id="s", tool_calls=[CALL], step_calls=[ANSWERED, CALL]),
+    ToolOutputsSubmitted(run_id="r", step_id="s", submitted_at=1, tool_calls=[ANSWERED]),
+    ToolCallsExecuted(run_id="r", step_id="s", completed_at=1, tool_calls=[ANSWERED]),
 ]
 
 
@@ -79,7 +81,7 @@ class SomethingNew(msgspec.Struct):
     summary: Sealed | None = None
     parts: list[Reply | Note] = []
     raw: Annotated[JSON, seals(("request", "prompt"))] = {}
-    calls: Annotated[list[JSON], seals(CALL_ARGUMENTS)] = []
+    calls: Annotated[list[JSON], seals(("*", "function", "arguments"))] = []
 
 
 def test_marks_are_found_wherever_they_sit():

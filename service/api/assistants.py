@@ -11,18 +11,16 @@ from projections.objects import DeletionStatus, assistant_from
 from service.actors import execute
 from service.api.errors import not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
-from service.api.requests import (
-    CreateAssistantRequest, UpdateAssistantRequest, check_response_format, check_tool_resources, check_tools,
-)
+from service.api.requests import CreateAssistantRequest, UpdateAssistantRequest, check_response_format
+from service.api.tool_checks import check_tool_resources, check_tools
 from service.domain import agent
 from service.ids import new_id, now
 
 
 async def create_assistant(request: web.Request, body: CreateAssistantRequest) -> web.Response:
     ctx = ctx_of(request)
-    lenient = services(request).config.allow_unexecuted_tools
-    check_tools(body.tools, allow_unexecuted=lenient)
-    check_tool_resources(body.tool_resources, allow_unexecuted=lenient)
+    check_tools(request, body.tools)
+    check_tool_resources(request, body.tool_resources)
     check_response_format(body.response_format)
     agent_id = new_id("asst_")
     created = AgentCreated(
@@ -52,11 +50,10 @@ async def get_assistant(request: web.Request) -> web.Response:
 async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -> web.Response:
     ctx = ctx_of(request)
     agent_id = request.match_info["assistant_id"]
-    lenient = services(request).config.allow_unexecuted_tools
     if body.tools is not msgspec.UNSET:
-        check_tools(body.tools, allow_unexecuted=lenient)
+        check_tools(request, body.tools)
     if body.tool_resources is not msgspec.UNSET:
-        check_tool_resources(body.tool_resources, allow_unexecuted=lenient)
+        check_tool_resources(request, body.tool_resources)
     if body.response_format is not msgspec.UNSET:
         check_response_format(body.response_format)
     fields = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET}

@@ -13,8 +13,9 @@ from service.api import audit
 from service.api.errors import ApiError, not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import (
-    CreateMessageRequest, InputImageFile, InputImageUrl, InputText, UpdateMessageRequest, check_attachments,
+    CreateMessageRequest, InputImageFile, InputImageUrl, InputText, UpdateMessageRequest,
 )
+from service.api.tool_checks import check_attachments
 from service.domain import thread
 from service.ids import new_id, now
 
@@ -39,8 +40,7 @@ async def new_message(request: web.Request, thread_id: str, body: CreateMessageR
     """A MessageCreated for the thread, once every file it names is known to this project."""
     content = _content(body.content)
     attachments = body.attachments or []
-    check_attachments(attachments, f"{param}.attachments" if param else "attachments",
-                      allow_unexecuted=services(request).config.allow_unexecuted_tools)
+    check_attachments(request, attachments, f"{param}.attachments" if param else "attachments")
     wanted = [p.image_file.file_id for p in content if isinstance(p, ImageFilePart)]
     wanted += [a.file_id for a in attachments]
     if wanted:

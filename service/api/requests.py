@@ -6,7 +6,6 @@ Unknown fields are refused, as OpenAI refuses them.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -106,68 +105,7 @@ class UpdateThreadRequest(Body):
     tool_resources: ToolResources | None | UnsetType = UNSET
 
 
-_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESPONSE_FORMATS = {"text", "json_object", "json_schema"}
-
-
-# The tool types this server runs. Anything else is refused where it is given (tools, tool_resources,
-# message attachments) instead of being stored and silently left out of every run, unless the
-# operator opts into that (THREADLINE_ALLOW_UNEXECUTED_TOOLS). Types join this set as they are built.
-EXECUTED_TOOL_TYPES: tuple[str, ...] = ("function",)
-
-
-def _unexecuted(kind: str, param: str) -> ApiError:
-    supported = ", ".join(f"'{t}'" for t in EXECUTED_TOOL_TYPES)
-    return ApiError(400, f"Invalid value: '{kind[:64]}'. Supported values are: {supported}. This server does not "
-                    f"run '{kind[:64]}' tools.", param=param, code="invalid_value")
-
-
-def check_tools(tools: list[dict[str, Any]], param: str = "tools", *, allow_unexecuted: bool = False) -> None:
-    """Every tool must be one this server runs (or, with allow_unexecuted, at least well-formed), and
-    function tools must have a valid shape."""
-    for i, tool in enumerate(tools):
-        kind = tool.get("type")
-        if not isinstance(kind, str) or not kind:
-            raise ApiError(400, f"Missing required parameter: '{param}[{i}].type'.", param=f"{param}[{i}].type")
-        if kind not in EXECUTED_TOOL_TYPES and not allow_unexecuted:
-            raise _unexecuted(kind, f"{param}[{i}].type")
-        if kind == "function":
-            fn = tool.get("function")
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise ApiError(400, f"Missing required parameter: '{param}[{i}].function.name'.",
-                               param=f"{param}[{i}].function.name")
-            if not _FUNCTION_NAME.match(fn["name"]):
-                raise ApiError(400, f"Invalid '{param}[{i}].function.name': string does not match pattern. "
-                               "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$' (at most 64).",
-                               param=f"{param}[{i}].function.name")
-            if "parameters" in fn and not isinstance(fn["parameters"], dict):
-                raise ApiError(400, f"Invalid type for '{param}[{i}].function.parameters': expected an object.",
-                               param=f"{param}[{i}].function.parameters")
-
-
-def check_tool_resources(resources: dict[str, Any] | None, param: str = "tool_resources", *,
-                         allow_unexecuted: bool = False) -> None:
-    """Resources are for the tools this server runs; a resource of any other tool would never be used."""
-    if allow_unexecuted:
-        return
-    for name in resources or {}:
-        if name not in EXECUTED_TOOL_TYPES:
-            raise _unexecuted(name, f"{param}.{name[:64]}")
-
-
-def check_attachments(attachments: list[Attachment], param: str = "attachments", *,
-                      allow_unexecuted: bool = False) -> None:
-    """An attachment names the tools that read the file: they must be tools this server runs."""
-    if allow_unexecuted:
-        return
-    for i, attachment in enumerate(attachments):
-        for j, tool in enumerate(attachment.tools):
-            kind = tool.get("type")
-            if not isinstance(kind, str) or not kind:
-                raise ApiError(400, f"Missing required parameter: '{param}[{i}].tools[{j}].type'.",
-                               param=f"{param}[{i}].tools[{j}].type")
-            if kind not in EXECUTED_TOOL_TYPES:
-                raise _unexecuted(kind, f"{param}[{i}].tools[{j}].type")
 
 
 def check_response_format(value: Any, param: str = "response_format") -> None:

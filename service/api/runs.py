@@ -15,8 +15,9 @@ from service.api.messages import new_message
 from service.api.streams import sdk_stream
 from service.api.requests import (
     CreateRunRequest, CreateThreadAndRunRequest, RunSettings, SubmitToolOutputsRequest, UpdateRunRequest,
-    check_response_format, check_tool_choice, check_tool_resources, check_tools,
+    check_response_format, check_tool_choice,
 )
+from service.api.tool_checks import check_tool_resources, check_tools
 from service.domain import run as runs
 from service.domain import thread
 from service.ids import new_id, now
@@ -57,9 +58,8 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
                             truncation=truncation, additional_instructions=additional_instructions)
     # Also the assistant's own tools: one stored before this server refused what it does not run
     # (or under THREADLINE_ALLOW_UNEXECUTED_TOOLS) must not run as if it had none.
-    lenient = services(request).config.allow_unexecuted_tools
-    check_tools(run.tools, allow_unexecuted=lenient)
-    check_tool_resources(run.tool_resources, allow_unexecuted=lenient)
+    check_tools(request, run.tools)
+    check_tool_resources(request, run.tool_resources)
     check_tool_choice(body.tool_choice, run.tools)
     check_response_format(body.response_format)
     return run
@@ -87,8 +87,7 @@ async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRe
     run = await _run_created(request, thread_id, body)      # refuses a bad request before anything is made
     spec = body.thread
     if spec is not None:
-        check_tool_resources(spec.tool_resources, "thread.tool_resources",
-                             allow_unexecuted=services(request).config.allow_unexecuted_tools)
+        check_tool_resources(request, spec.tool_resources, "thread.tool_resources")
     created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
                             metadata=(spec.metadata if spec else None) or {},
                             tool_resources=(spec.tool_resources if spec else None) or {})

@@ -12,14 +12,15 @@ from service.api import audit
 from service.api.errors import not_found
 from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.messages import new_message
-from service.api.requests import CreateThreadRequest, UpdateThreadRequest, check_tool_resources
+from service.api.requests import CreateThreadRequest, UpdateThreadRequest
+from service.api.tool_checks import check_tool_resources
 from service.domain import thread
 from service.ids import new_id, now
 
 
 async def create_thread(request: web.Request, body: CreateThreadRequest) -> web.Response:
     ctx = ctx_of(request)
-    check_tool_resources(body.tool_resources, allow_unexecuted=services(request).config.allow_unexecuted_tools)
+    check_tool_resources(request, body.tool_resources)
     thread_id = new_id("thread_")
     created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
                             metadata=body.metadata or {}, tool_resources=body.tool_resources or {})
@@ -50,7 +51,7 @@ async def update_thread(request: web.Request, body: UpdateThreadRequest) -> web.
     if body.metadata is not msgspec.UNSET:
         changes["metadata"] = body.metadata or {}
     if body.tool_resources is not msgspec.UNSET:
-        check_tool_resources(body.tool_resources, allow_unexecuted=services(request).config.allow_unexecuted_tools)
+        check_tool_resources(request, body.tool_resources)
         changes["tool_resources"] = body.tool_resources or {}
     await services(request).actors.ask(thread_id, thread.UpdateThread(ctx.project, **changes),
                                        ctx.meta("update_thread"))

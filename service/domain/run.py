@@ -20,7 +20,7 @@ from events.types import (
     JSON, ContentPart, Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete,
     MessageTextAppended, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ToolCallArgumentsAppended, ToolOutputsSubmitted,
+    RunStepEnded, RunUpdated, ToolCall, ToolCallArgumentsAppended, ToolCallsExecuted, ToolOutputsSubmitted,
 )
 from service.domain.errors import InvalidRequest, NotFound
 from service.domain.facts import Facts, RunStatus
@@ -36,8 +36,9 @@ class ActiveRun(msgspec.Struct):
     requeues: int = 0
     step_id: str | None = None          # the step being worked on
     message_id: str | None = None       # the reply being written
-    tool_calls: list[JSON] = []         # calls waiting for outputs (requires_action)
+    tool_calls: list[ToolCall] = []     # calls waiting for outputs (requires_action)
     step_usage: JSON | None = None      # usage of the model call that asked for them
+    step_calls: list[ToolCall] = []     # every call of that step, when the server ran some of them
 
 
 # --- commands from clients ---------------------------------------------------------------------
@@ -108,11 +109,13 @@ class AppendToolCallArguments(msgspec.Struct, frozen=True):
 
 
 class RequestToolCalls(msgspec.Struct, frozen=True):
+    """The model's calls, in its order: the server-run ones done, the others for the client."""
     run_id: str
     step_id: str
-    tool_calls: list[JSON]
+    tool_calls: list[ToolCall]
     at: int
     usage: JSON | None = None
+    waiting: list[str] | None = None    # ids of the calls the client must answer (None: all of them)
 
 
 class FinishRun(msgspec.Struct, frozen=True):
@@ -242,7 +245,7 @@ def decide_client(thread_id: str, active: ActiveRun | None, cmd: Any, facts: Fac
 
 
 def _outputs_submitted(active: ActiveRun, outputs: list[JSON], at: int) -> ToolOutputsSubmitted:
-    pending = [c["id"] for c in active.tool_calls]
+    pending = [c.id for c in active.tool_calls]
     given = [o["tool_call_id"] for o in outputs]
     unknown = [i for i in given if i not in pending]
     if unknown:
@@ -257,7 +260,7 @@ def _outputs_submitted(active: ActiveRun, outputs: list[JSON], at: int) -> ToolO
             f"Expected tool outputs for call ids {pending}, but got only {given}. "
             "All outputs must be submitted in a single request.", param="tool_outputs")
     by_id = {o["tool_call_id"]: o["output"] for o in outputs}
-    calls = [{**c, "function": {**c["function"], "output": by_id[c["id"]]}} for c in active.tool_calls]
+    calls = [c.with_output(by_id[c.id]) if c.id in by_id else c for c in active.step_calls or active.tool_calls]
     return ToolOutputsSubmitted(run_id=active.run_id, step_id=active.step_id or "", submitted_at=at, tool_calls=calls,
                                 usage=active.step_usage)
 
@@ -292,17 +295,18 @@ def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
             return [ToolCallArgumentsAppended(run_id=active.run_id, step_id=step_id, index=p["index"],
                                               arguments=p.get("arguments") or "", call_id=p.get("call_id"),
                                               name=p.get("name")) for p in pieces]
-        case RequestToolCalls(step_id=step_id, tool_calls=tool_calls, at=at, usage=usage):
+        case RequestToolCalls(step_id=step_id, tool_calls=tool_calls, at=at, usage=usage, waiting=waiting):
             if active.status != "in_progress" or active.message_id is not None:
                 return []
-            required = RunRequiredAction(run_id=active.run_id, step_id=step_id, tool_calls=tool_calls, usage=usage)
+            outcome = _calls_outcome(active.run_id, step_id, tool_calls, waiting, at, usage)
             if active.step_id == step_id:       # the step opened as the model began: its calls are complete now
-                return [required]
+                return [outcome]
             if active.step_id is not None:
                 return []
             # Asked for all at once (no step opened while the model wrote): the calls come with the step.
+            shown = tool_calls if waiting is None else []
             return [RunStepCreated(step_id=step_id, run_id=active.run_id, created_at=at, type="tool_calls",
-                                   tool_calls=tool_calls), required]
+                                   tool_calls=shown), outcome]
         case FinishRun() if active.status == "cancelling":
             return _cancelled(active, cmd.at, cmd.usage, cmd.content)   # cancellation won the race
         case FinishRun(at=at, outcome=outcome, usage=usage) if active.status == "in_progress":
@@ -345,6 +349,17 @@ def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
     raise TypeError(f"unknown command {cmd!r}")
 
 
+def _calls_outcome(run_id: str, step_id: str, calls: list[ToolCall], waiting: list[str] | None, at: int,
+                   usage: JSON | None) -> Event:
+    """The client answers what is waiting (requires_action); with nothing waiting, the step is done."""
+    if waiting is None:
+        return RunRequiredAction(run_id=run_id, step_id=step_id, tool_calls=calls, usage=usage)
+    if not waiting:
+        return ToolCallsExecuted(run_id=run_id, step_id=step_id, completed_at=at, tool_calls=calls, usage=usage)
+    return RunRequiredAction(run_id=run_id, step_id=step_id, tool_calls=[c for c in calls if c.id in waiting],
+                             usage=usage, step_calls=calls)
+
+
 def evolve_run(active: ActiveRun | None, event: Event) -> ActiveRun | None:
     """The active run after an event of its thread (None once it ends)."""
     if isinstance(event, RunCreated):
@@ -363,10 +378,13 @@ def evolve_run(active: ActiveRun | None, event: Event) -> ActiveRun | None:
             return replace(active, message_id=None) if mid == active.message_id else active
         case RunStepCompleted(step_id=sid) | RunStepEnded(step_id=sid):
             return replace(active, step_id=None) if sid == active.step_id else active
-        case RunRequiredAction(tool_calls=tool_calls, usage=usage):
-            return replace(active, status="requires_action", tool_calls=tool_calls, step_usage=usage)
+        case RunRequiredAction(tool_calls=tool_calls, usage=usage, step_calls=step_calls):
+            return replace(active, status="requires_action", tool_calls=tool_calls, step_usage=usage,
+                           step_calls=step_calls)
         case ToolOutputsSubmitted():
-            return replace(active, status="queued", step_id=None, tool_calls=[], step_usage=None)
+            return replace(active, status="queued", step_id=None, tool_calls=[], step_usage=None, step_calls=[])
+        case ToolCallsExecuted(step_id=sid):
+            return replace(active, step_id=None) if sid == active.step_id else active
         case RunCancelling():
             return replace(active, status="cancelling")
         case RunCompleted() | RunIncomplete() | RunFailed() | RunCancelled() | RunExpired():

@@ -3,7 +3,10 @@
 Every step is a command to the thread's actor, so every transition and every piece of text is an
 event in the thread's log before anyone sees it. A command that no longer applies (the run was
 cancelled, expired or its thread deleted meanwhile) decides nothing, and execution stops there.
-Execution ends when the run ends or when it waits for tool outputs; submitting them starts it again.
+A turn asks the model once. When the model calls tools, the tool runtime says who answers each call:
+the server runs its own tools and the run takes another turn; calls for the client park the run in
+requires_action. Execution ends when the run ends or waits for the client; submitting the outputs
+starts it again.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from service.models.router import ModelRouter
 from service.models.tokens import count_message, count_text, count_tools
 from service.runs.model_input import offered_tool_choice, tail_entry, tool_rounds
 from service.runs.tail import Tail, TailCache, merge, pages, prepend_older, read_from, tail_length
+from service.tools.base import ModelCall, ToolFailed
+from service.tools.runtime import Offer, ToolRuntime, default_runtime
 
 log = structlog.get_logger("threadline.runs")
 
@@ -62,6 +67,7 @@ class Deps:
     db: asyncpg.Pool
     router: ModelRouter
     config: Config
+    tools: ToolRuntime = field(default_factory=default_runtime)
     tails: TailCache = field(default_factory=TailCache)
 
     def __post_init__(self) -> None:
@@ -120,10 +126,11 @@ class Execution:
             active = await self.ask(runs.StartRun(self.run_id, now()))
             if active.status != "in_progress":
                 return
-            await self._turn()
+            while await self._turn():
+                pass
         except Stop:
             return
-        except ModelError as exc:
+        except (ModelError, ToolFailed) as exc:
             await self.finish(runs.FinishRun(self.run_id, now(), "failed", self.total_usage(),
                                              last_error={"code": exc.code, "message": exc.message[:2000]},
                                              content=self.partial_content()))
@@ -136,12 +143,14 @@ class Execution:
                                                          "message": "The server had an error while running."},
                                              content=self.partial_content()))
 
-    async def _turn(self) -> None:
+    async def _turn(self) -> bool:
+        """One model call and what follows from it; True when the run takes another turn."""
         db = self.deps.db
         run = msgspec.json.decode(await queries.run_data(db, self.run_id) or b"{}")
         if not run:
             raise Stop()
         steps = [msgspec.json.decode(s) for s in await queries.run_steps_of(db, self.run_id)]
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}     # what the steps so far used
         for step in steps:
             for k in self.usage:
                 self.usage[k] += (step.get("usage") or {}).get(k, 0)
@@ -153,16 +162,17 @@ class Execution:
 
         system = [{"role": "system", "content": run["instructions"]}] if run.get("instructions") else []
         history, history_tokens = await self._history(run, info)
-        replayed = tool_rounds(steps)
+        replayed = tool_rounds(steps, self.deps.tools)
         history += replayed
         history_tokens += [count_message(m, info.encoding) for m in replayed]
-        tools = [{"type": "function", "function": t["function"]} for t in run.get("tools") or []
-                 if t.get("type") == "function" and isinstance(t.get("function"), dict)]
+        offer = self.deps.tools.offer(run.get("tools") or [])
+        tools = offer.chat_tools
         tool_tokens = count_tools(tools, info.encoding) if tools else 0
         max_completion = run.get("max_completion_tokens")
         remaining = None if max_completion is None else max_completion - self.usage["completion_tokens"]
         if remaining is not None and remaining <= 0:
-            return await self._incomplete("max_completion_tokens")
+            await self._incomplete("max_completion_tokens")
+            return False
         # Room for the answer: what the budget allows, at most 4096 tokens or a quarter of the window.
         reserve = tool_tokens + min(remaining or 4096, 4096, info.context_window // 4)
         messages, message_tokens = fit_counted(
@@ -171,7 +181,8 @@ class Execution:
             strategy=run.get("truncation_strategy") or {"type": "auto"}, plain=len(history) - len(replayed))
         prompt_tokens = message_tokens + tool_tokens
         if run.get("max_prompt_tokens") is not None and prompt_tokens > run["max_prompt_tokens"]:
-            return await self._incomplete("max_prompt_tokens")
+            await self._incomplete("max_prompt_tokens")
+            return False
 
         request = ModelRequest(
             model=run["model"], messages=messages, tools=tools,
@@ -181,7 +192,7 @@ class Execution:
             temperature=run.get("temperature"), top_p=run.get("top_p"), max_tokens=remaining,
             reasoning_effort=run.get("reasoning_effort"),
             counted=(info.encoding, message_tokens))
-        calls, finished, usage = await self._stream(provider.stream(request), run)
+        calls, finished, usage = await self._stream(provider.stream(request), run, offer)
         if usage is None:
             usage = {"prompt_tokens": prompt_tokens,
                      "completion_tokens": count_text(self.text, info.encoding) + sum(
@@ -195,19 +206,46 @@ class Execution:
             if rounds >= self.deps.config.max_tool_rounds:
                 raise ModelError("server_error", f"The run stopped after {rounds} rounds of tool calls without a "
                                  "final answer (THREADLINE_MAX_TOOL_ROUNDS).")
-            await self.ask(runs.RequestToolCalls(self.run_id, self.tool_step or new_id("step_"), calls, now(),
-                                                 turn_usage))
-            return
+            return await self._answer_calls(run, offer, calls, turn_usage)
         if self.message_id is None:
             await self._open_message(run)
         content = [TextPart(TextValue(self.text))]
         if finished == "length" and remaining is not None:
             await self.finish(runs.FinishRun(self.run_id, now(), "incomplete", self.total_usage(),
                                              reason="max_completion_tokens", content=content))
-            return
+            return False
         await self.ask(runs.CloseMessage(self.run_id, content, now(), turn_usage))
         self.message_id = None
         await self.finish(runs.FinishRun(self.run_id, now(), "completed", self.total_usage()))
+        return False
+
+    async def _answer_calls(self, run: dict, offer: Offer, calls: list[dict], usage: dict) -> bool:
+        """The server runs the calls for its own tools; the others wait for the client. True when
+        nothing waits, so the model sees the results in another turn."""
+        tools = self.deps.tools
+        context: dict | None = None
+        recorded, waiting = [], []
+        for c in calls:
+            call = ModelCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+            if tools.on_server(offer, call.name):
+                if context is None:
+                    project = await queries.thread_project(self.deps.db, self.thread_id)
+                    if project is None:
+                        raise Stop()        # the thread is gone
+                    context = {"project": project, "thread_id": self.thread_id, "run_id": self.run_id,
+                               "tool_resources": run.get("tool_resources") or {}}
+                recorded.append(await tools.execute(offer, call, context))
+            else:
+                recorded.append(tools.pending(offer, call))
+                waiting.append(call.id)
+        step_id = self.tool_step or new_id("step_")
+        self.tool_step = None
+        await self.ask(runs.RequestToolCalls(self.run_id, step_id, recorded, now(), usage,
+                                             waiting=None if len(waiting) == len(calls) else waiting))
+        if waiting:
+            return False
+        self.text = ""
+        return True
 
     async def _close_message(self) -> None:
         if self.message_id is not None:
@@ -235,9 +273,11 @@ class Execution:
             raise Stop()
         self.message_id = message.message_id
 
-    async def _stream(self, chunks, run: dict) -> tuple[list[dict], str | None, dict | None]:
-        """Record the model's text as it comes; gather its tool calls."""
+    async def _stream(self, chunks, run: dict, offer: Offer) -> tuple[list[dict], str | None, dict | None]:
+        """Record the model's text as it comes; gather its tool calls. The pieces of a call the
+        client answers are recorded as they come; a call the server runs shows once it is done."""
         calls: dict[int, dict] = {}
+        server_run: set[int] = set()
         finished: str | None = None
         usage: dict | None = None
         pending = ""
@@ -265,6 +305,10 @@ class Execution:
                     if name:
                         call["function"]["name"] += name
                     call["function"]["arguments"] += arguments
+                    if new_call and self.deps.tools.on_server(offer, call["function"]["name"]):
+                        server_run.add(index)
+                    if index in server_run:
+                        continue
                     if new_call:
                         pieces.append({"index": index, "call_id": call["id"], "name": call["function"]["name"],
                                        "arguments": arguments})

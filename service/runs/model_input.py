@@ -10,6 +10,7 @@ import msgspec
 from service.models.context import history_messages
 from service.models.tokens import count_message
 from service.runs.tail import Entry
+from service.tools.runtime import ToolRuntime
 
 
 class _StoredMessage(msgspec.Struct):
@@ -34,20 +35,14 @@ def shows_image(message: dict) -> bool:
     return any(p.get("type") == "image_file" for p in message.get("content") or ())
 
 
-def tool_rounds(steps: list[dict]) -> list[dict]:
+def tool_rounds(steps: list[dict], tools: ToolRuntime) -> list[dict]:
     """The run's finished tool rounds, as the chat messages that replay them to the model."""
     out: list[dict] = []
     for step in steps:
         details = step.get("step_details") or {}
         if details.get("type") != "tool_calls" or step.get("status") != "completed":
             continue
-        calls = details["tool_calls"]
-        out.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": c["id"], "type": "function", "function": {"name": c["function"]["name"],
-                                                             "arguments": c["function"]["arguments"]}}
-            for c in calls]})
-        out += [{"role": "tool", "tool_call_id": c["id"], "content": c["function"].get("output") or ""}
-                for c in calls]
+        out += tools.replay([tools.call_of(c) for c in details["tool_calls"]])
     return out
 
 

@@ -21,7 +21,7 @@ from events.types import (
     MessageUpdated, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
     RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended,
-    ToolOutputsSubmitted,
+    ToolCall, ToolCallsExecuted, ToolOutputsSubmitted,
 )
 from projections.memory import ThreadModels
 from projections.objects import thread_from
@@ -154,13 +154,8 @@ class FrameView:
                 if e.type == "tool_calls" and e.tool_calls:     # calls given whole (older logs)
                     # Created with no calls, then the calls as a delta: the order openai's handler needs.
                     empty = {**step, "step_details": {"type": "tool_calls", "tool_calls": []}}
-                    calls = [{"index": i, "id": c["id"], "type": "function",
-                              "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"],
-                                           "output": None}} for i, c in enumerate(e.tool_calls)]
-                    delta = {"id": e.step_id, "object": "thread.run.step.delta",
-                             "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}}}
                     return [("thread.run.step.created", empty), ("thread.run.step.in_progress", empty),
-                            ("thread.run.step.delta", delta)]
+                            _calls_delta(e.step_id, list(enumerate(e.tool_calls)))]
                 return [("thread.run.step.created", step), ("thread.run.step.in_progress", step)]
             case MessageCreated():
                 message = self.messages[e.message_id]
@@ -185,6 +180,14 @@ class FrameView:
                 return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id})]
             case RunStepEnded():
                 return [(f"thread.run.step.{e.status}", self.steps.get(e.step_id) or {"id": e.step_id})]
+            case RunRequiredAction(step_calls=step_calls) if step_calls:
+                # The calls the server ran were not streamed as the model wrote them: they come now.
+                waiting = {c.id for c in e.tool_calls}
+                ran = [(i, c) for i, c in enumerate(step_calls) if c.id not in waiting]
+                return [_calls_delta(e.step_id, ran), ("thread.run.requires_action", self._run(e.run_id))]
+            case ToolCallsExecuted():
+                return [_calls_delta(e.step_id, list(enumerate(e.tool_calls))),
+                        ("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id})]
             case ToolOutputsSubmitted():
                 return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id}),
                         ("thread.run.queued", self._run(e.run_id))]
@@ -202,9 +205,20 @@ class FrameView:
         return run
 
 
-def _step_delta(step_id: str, call: dict) -> tuple[str, dict]:
+def _step_delta(step_id: str, *calls: dict) -> tuple[str, dict]:
     return ("thread.run.step.delta", {"id": step_id, "object": "thread.run.step.delta",
-                                      "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
+                                      "delta": {"step_details": {"type": "tool_calls", "tool_calls": list(calls)}}})
+
+
+def _calls_delta(step_id: str, calls: list[tuple[int, ToolCall]]) -> tuple[str, dict]:
+    """Whole calls as one delta; a function call still waiting shows `output: null`, as OpenAI's do."""
+    shown = []
+    for index, call in calls:
+        plain = {"index": index, **msgspec.to_builtins(call)}
+        if call.type == "function":
+            plain["function"].setdefault("output", None)
+        shown.append(plain)
+    return _step_delta(step_id, *shown)
 
 
 def _tool_call_deltas(e: ToolCallArgumentsAppended) -> list[tuple[str, dict]]:
