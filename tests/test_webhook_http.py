@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from service.webhooks.addresses import AddressPolicy, AddressRefused
-from service.webhooks.http import MAX_BODY_READ, BadAnswer, ConnectFailed, WebhookClient
+from service.outbound.policy import AddressPolicy, AddressRefused
+from service.outbound.posts import MAX_BODY_READ, BadAnswer, ConnectFailed, WebhookClient
 
 LOOPBACK = AddressPolicy.parse(True, "127.0.0.0/8")
 HEADERS = b"Content-Type: application/json\r\nwebhook-id: evt_1_0\r\n"

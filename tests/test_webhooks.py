@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from standardwebhooks import Webhook as StandardWebhook
 
 from service.app import create_app
-from service.webhooks.addresses import AddressPolicy, AddressRefused, allowed_addresses
+from service.outbound.policy import AddressPolicy, AddressRefused, allowed_addresses
 from service.webhooks.dispatcher import WebhookDispatcher
 from service.webhooks.signing import new_secret
 from service.webhooks.store import Delivery, Subscription

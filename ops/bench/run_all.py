@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "webhooks": ("webhooks.py", [], ["--seconds", "5"]),
     "soak": ("soak.py", [], ["--seconds", "60", "--warmup", "10"]),
     "uploads": ("uploads.py", [], ["--mib", "64", "--repeat", "1"]),
+    "outbound": ("outbound.py", [], ["--posts", "1000", "--attempts", "1"]),
 }
 _MACHINE = re.compile(r"^Machine: (.*)$", re.M)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")

@@ -10,7 +10,7 @@ from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
 from service.api.requests import CreateWebhookRequest, UpdateWebhookRequest
 from service.ids import new_id, now
 from service.webhooks import store
-from service.webhooks.addresses import AddressRefused
+from service.outbound.policy import AddressRefused
 from service.webhooks.payloads import valid_pattern
 from service.webhooks.signing import new_secret
 

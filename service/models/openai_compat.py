@@ -1,10 +1,11 @@
 """A provider for any server that speaks OpenAI chat completions: OpenAI, Azure OpenAI, vLLM, Ollama,
 llama.cpp, LM Studio, ...
 
-Requests stream with usage included. The openai client's own retries are off: it would retry a
-call whose first chunks we already passed on, and the run would see text twice. We retry here,
-and only while nothing of the answer has been yielded. Every wait (for the response, and then for
-each chunk) is bounded by `Timeouts.read`, so a server that hangs mid-stream fails the call.
+Requests go through the service's one outbound HTTP stack (service/outbound/client.py) and stream
+as server-sent events with usage included. We retry, and only while nothing of the answer has been
+yielded: a retry after the first chunks were passed on would show the run its text twice. Every
+wait (for the response, and then for each chunk) is bounded by `Timeouts.read`, so a server that
+hangs mid-stream fails the call.
 
 Servers differ in details this module smooths over: a tool call without an id gets one, a stream
 with tool calls that finishes with "stop" finishes with "tool_calls", and a server that reports no
@@ -16,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import random
 from typing import Any, AsyncIterator, Literal
+from urllib.parse import quote
 
-import httpx2
+import aiohttp
 import msgspec
-import openai
 import structlog
 
 from service.models.base import (
@@ -28,6 +29,8 @@ from service.models.base import (
 from service.models.builtin import new_call_id
 from service.models.tokens import count_text, count_tools
 from service.observability import Redactor
+from service.outbound.client import OutboundClient
+from service.outbound.policy import AddressPolicy
 
 log = structlog.get_logger("threadline.models")
 
@@ -52,41 +55,55 @@ class RetryPolicy(msgspec.Struct, frozen=True):
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (failed_attempts - 1)))
 
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+MAX_ERROR_BODY = 65_536     # bytes of a failed call's answer read for its message
+
+
 class OpenAICompatProvider:
-    def __init__(self, client: openai.AsyncOpenAI, model: str, *, encoding: str = "o200k_base",
-                 timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(),
-                 max_tokens_param: MaxTokensParam = "max_tokens"):
-        self.client = client
+    def __init__(self, http: OutboundClient, url: str, headers: dict[str, str], model: str, *,
+                 api_key: str = "", encoding: str = "o200k_base", timeouts: Timeouts = Timeouts(),
+                 retry: RetryPolicy = RetryPolicy(), max_tokens_param: MaxTokensParam = "max_tokens",
+                 owns_http: bool = False):
+        self.http = http
+        self.url = url                          # where chat completions are posted
+        self.headers = headers
         self.model = model                      # the name the server knows (Azure: the deployment)
+        self.api_key = api_key
         self.encoding = encoding
         self.timeouts = timeouts
         self.retry = retry
         # max_tokens is what vLLM, Ollama and llama.cpp read; OpenAI's reasoning models want
         # max_completion_tokens instead.
         self.max_tokens_param = max_tokens_param
+        self.owns_http = owns_http
 
     @classmethod
     def create(cls, *, model: str, api_key: str, base_url: str | None = None,
                azure_deployment: str | None = None, api_version: str | None = None,
                encoding: str = "o200k_base", timeouts: Timeouts = Timeouts(),
-               retry: RetryPolicy = RetryPolicy(),
-               max_tokens_param: MaxTokensParam = "max_tokens") -> "OpenAICompatProvider":
-        """A provider with its own client: Azure OpenAI when azure_deployment or api_version is
-        given (base_url is then the resource endpoint), plain OpenAI-compatible otherwise."""
-        timeout = httpx2.Timeout(timeouts.read, connect=timeouts.connect)
-        client: openai.AsyncOpenAI
+               retry: RetryPolicy = RetryPolicy(), max_tokens_param: MaxTokensParam = "max_tokens",
+               http: OutboundClient | None = None) -> "OpenAICompatProvider":
+        """A provider for Azure OpenAI when azure_deployment or api_version is given (base_url is
+        then the resource endpoint), plain OpenAI-compatible otherwise. Its endpoint is the
+        operator's choice, so any address may be reached (`AddressPolicy.anywhere`)."""
+        owns = http is None
+        http = http or OutboundClient(AddressPolicy.anywhere(), connect_timeout=timeouts.connect)
         if azure_deployment is not None or api_version is not None:
-            client = openai.AsyncAzureOpenAI(
-                azure_endpoint=base_url, azure_deployment=azure_deployment, api_version=api_version,
-                api_key=api_key, timeout=timeout, max_retries=0)
+            if not base_url or not api_version:
+                raise ValueError("an Azure OpenAI model needs its endpoint (base_url) and api_version")
             model = azure_deployment or model
+            url = (f"{base_url.rstrip('/')}/openai/deployments/{quote(model, safe='')}/chat/completions"
+                   f"?api-version={quote(api_version, safe='')}")
+            headers = {"api-key": api_key}
         else:
-            client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
-        return cls(client, model, encoding=encoding, timeouts=timeouts, retry=retry,
-                   max_tokens_param=max_tokens_param)
+            url = f"{(base_url or OPENAI_BASE_URL).rstrip('/')}/chat/completions"
+            headers = {"Authorization": f"Bearer {api_key}"}
+        return cls(http, url, {**headers, "Accept": "text/event-stream"}, model, api_key=api_key, encoding=encoding,
+                   timeouts=timeouts, retry=retry, max_tokens_param=max_tokens_param, owns_http=owns)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self.owns_http:
+            await self.http.close()
 
     def request_body(self, request: ModelRequest) -> JSON:
         """The chat.completions.create arguments for request."""
@@ -137,18 +154,26 @@ class OpenAICompatProvider:
     async def _attempt(self, body: JSON, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         try:
             async with asyncio.timeout(self.timeouts.connect + self.timeouts.read):
-                response = await self.client.chat.completions.create(**body)
+                opened = self.http.request("POST", self.url, headers=self.headers, json=body)
+                response = await opened.__aenter__()
         except Exception as error:
             raise self._without_secrets(_classify(error)) from error
         try:
+            if response.status >= 400:
+                raise self._without_secrets(await _status_error(response))
             reader = _StreamReader(self.encoding, request)
+            events = _sse_data(response.content)
             while True:
                 try:
                     async with asyncio.timeout(self.timeouts.read):
-                        chunk = await anext(response)
-                    pieces = reader.feed(chunk)
+                        data = await anext(events)
+                    if data == "[DONE]":
+                        break
+                    pieces = reader.feed(_chunk(data))
                 except StopAsyncIteration:
                     break
+                except (_Retryable, ModelError) as failure:
+                    raise self._without_secrets(failure) from None
                 except Exception as error:
                     raise self._without_secrets(_classify(error)) from error
                 for piece in pieces:
@@ -156,8 +181,7 @@ class OpenAICompatProvider:
             for piece in reader.finish():
                 yield piece
         finally:
-            await response.close()
-
+            await opened.__aexit__(None, None, None)
 
     def _without_secrets(self, failure: Exception) -> Exception:
         """A provider may quote the key it was sent in its error message, which becomes the run's
@@ -165,7 +189,7 @@ class OpenAICompatProvider:
         operator's key (and anything shaped like a secret) comes out first."""
         error = failure.error if isinstance(failure, _Retryable) else failure
         if isinstance(error, ModelError):
-            key = self.client.api_key or ""
+            key = self.api_key or ""
             message = error.message.replace(key, "[redacted]") if len(key) >= 8 else error.message
             error.message = _SECRETS(message)
             error.args = (error.message,)
@@ -186,47 +210,85 @@ class _Retryable(Exception):
 
 
 def _classify(error: Exception) -> Exception:
-    """What a failure of the client or the stream becomes: _Retryable or a final ModelError."""
-    if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        message = _provider_message(error)
-        if status == 429:
-            return _Retryable(ModelError("rate_limit_exceeded", message), _retry_after(error.response))
-        if status == 408 or status >= 500:
-            return _Retryable(ModelError("server_error", message))
-        if status in (401, 403, 404):
-            # The provider's key, permissions or model name: the server's configuration, not the prompt.
-            return ModelError("server_error", f"The model provider refused the call (HTTP {status}): {message}")
-        return ModelError("invalid_prompt", message)
-    if isinstance(error, (openai.APITimeoutError, TimeoutError)):
+    """What a failure of the connection or the stream becomes: _Retryable or a final ModelError."""
+    if isinstance(error, (_Retryable, ModelError)):
+        return error
+    if isinstance(error, TimeoutError):
         return _Retryable(ModelError("server_error", "The model did not answer in time."))
-    if isinstance(error, openai.APIConnectionError):
-        return _Retryable(ModelError("server_error", f"The connection to the model failed: {error.__cause__ or error}"))
-    if isinstance(error, openai.APIError):
-        # An error event inside the stream (e.g. the server overloaded after accepting the call).
-        return _Retryable(ModelError("server_error", error.message))
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return _Retryable(ModelError("server_error", f"The connection to the model failed: {error}"))
     if isinstance(error, (ValueError, TypeError, AttributeError, msgspec.ValidationError)):
         return ModelError("server_error", f"The model sent a response that cannot be read: {error}")
-    if isinstance(error, (OSError, httpx2.HTTPError)) or type(error).__module__.startswith("anyio"):
+    if isinstance(error, (OSError, aiohttp.ClientError)):
         return _Retryable(ModelError("server_error", f"Lost the connection to the model: {error!r}"))
     return ModelError("server_error", f"The model call failed: {error!r}")
 
 
-def _provider_message(error: openai.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    if isinstance(body, str) and body:
-        return body
-    return f"The model answered HTTP {error.status_code}."
+async def _status_error(response: aiohttp.ClientResponse) -> Exception:
+    """What an HTTP error answer becomes: rate limits and server errors are worth another try."""
+    status = response.status
+    raw = b""
+    try:
+        while len(raw) < MAX_ERROR_BODY and (piece := await response.content.read(MAX_ERROR_BODY - len(raw))):
+            raw += piece
+    except (OSError, aiohttp.ClientError, TimeoutError):
+        pass
+    message = _provider_message(raw, status)
+    if status == 429:
+        return _Retryable(ModelError("rate_limit_exceeded", message), _retry_after(response))
+    if status == 408 or status >= 500:
+        return _Retryable(ModelError("server_error", message))
+    if status in (401, 403, 404):
+        # The provider's key, permissions or model name: the server's configuration, not the prompt.
+        return ModelError("server_error", f"The model provider refused the call (HTTP {status}): {message}")
+    return ModelError("invalid_prompt", message)
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
+def _provider_message(raw: bytes, status: int) -> str:
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        body = raw.decode(errors="replace").strip()
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if isinstance(error, str) and error:
+        return error
+    return f"The model answered HTTP {status}."
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare enough to fall back to our own backoff
+
+
+async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (comments and other fields skipped)."""
+    lines: list[str] = []
+    async for raw in content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+        elif line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+    if lines:
+        yield "\n".join(lines)
+
+
+def _chunk(data: str) -> Any:
+    """A chunk of the stream; an error event in it (the server overloaded after accepting the
+    call, say) is worth another try."""
+    chunk = msgspec.json.decode(data)
+    if isinstance(chunk, dict) and chunk.get("error") is not None:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise _Retryable(ModelError("server_error", str(message or "The model's stream reported an error.")))
+    return chunk
 
 
 # --- the stream ----------------------------------------------------------------------------------
@@ -284,7 +346,7 @@ class _StreamReader:
         self.produced: list[str] = []  # for counting usage when the server reports none
 
     def feed(self, chunk: Any) -> list[ModelChunk]:
-        raw = chunk.to_dict(warnings=False) if isinstance(chunk, openai.BaseModel) else chunk
+        raw = chunk
         wire = msgspec.convert(raw, _WireChunk)
         if wire.choices is None and wire.usage is None:
             raise ValueError(f"not a chat.completion.chunk: {str(raw)[:200]}")

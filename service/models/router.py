@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
-import openai
 import quicktok
 
 from service.config import Config, env_name, secret_from_env
@@ -130,7 +129,7 @@ class ModelRouter:
         if resolved is None:
             try:
                 resolved = self._make(name)
-            except (ValueError, openai.OpenAIError) as error:  # e.g. Azure without an endpoint
+            except ValueError as error:  # e.g. Azure without an endpoint
                 raise ModelError("server_error", f"Model {name!r} is misconfigured: {error}") from None
             self._resolved[name] = resolved
         return resolved

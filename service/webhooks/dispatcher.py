@@ -38,8 +38,8 @@ from service.config import Config
 from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
 from service.webhooks.store import Delivery
-from service.webhooks.addresses import AddressPolicy, AddressRefused
-from service.webhooks.http import ConnectFailed, WebhookClient
+from service.outbound.policy import AddressPolicy, AddressRefused
+from service.outbound.posts import ConnectFailed, WebhookClient
 from service.webhooks.payloads import Outgoing, PayloadBuilder
 from service.webhooks.retry import RetryPolicy
 from service.webhooks.signing import signature_header

@@ -1,8 +1,10 @@
-"""Where webhooks may be sent (SSRF protection): HTTPS to public addresses, unless configured.
+"""Where the service's calls out may go (SSRF protection): for what a tenant names (webhook URLs,
+and the tools to come), HTTPS to public addresses unless configured; for what the operator
+configured (model providers), anywhere.
 
-A URL is checked when a subscription is created or changed, and every connection is checked
-again when it is made (`allowed_addresses`), so a DNS name that later
-resolves to an internal address — DNS rebinding — gets nowhere.
+A URL is checked when it is given, and every connection is checked again when it is made
+(`allowed_addresses`), so a DNS name that later resolves to an internal address — DNS rebinding —
+gets nowhere.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class AddressRefused(ValueError):
-    """The URL or the address it resolves to is not one webhooks may reach."""
+    """The URL or the address it resolves to is not one the policy lets the service reach."""
 
 
 @dataclass(frozen=True)
 class AddressPolicy:
     allow_http: bool = False
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def anywhere(cls) -> "AddressPolicy":
+        """For endpoints the operator configured: every address, http allowed."""
+        return cls(True, (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
 
     @classmethod
     def parse(cls, allow_http: bool, networks: str) -> "AddressPolicy":
