@@ -14,17 +14,18 @@ import json
 import math
 import time
 
-import aiohttp
 import jwt
 import structlog
 
 from service.auth import Principal
 from service.config import TokenIssuer
+from service.outbound.client import OutboundClient
+from service.outbound.policy import AddressPolicy
 
 log = structlog.get_logger("threadline.oidc")
 MAX_JWKS_BYTES = 1 << 20
 MAX_JWKS_KEYS = 100
-FETCH_TIMEOUT = aiohttp.ClientTimeout(total=10)
+FETCH_TIMEOUT = 10.0       # seconds for a JWKS fetch, all of it
 FAILED_FETCH_RETRY_SECONDS = 10.0   # a failing issuer is retried in the background this often at most
 TICK_SECONDS = 1.0
 
@@ -49,7 +50,7 @@ def looks_like_jwt(credential: str) -> bool:
 class IssuerKeys:
     """One issuer's signing keys by kid, as last fetched from its JWKS URL."""
 
-    def __init__(self, issuer: TokenIssuer, http: aiohttp.ClientSession):
+    def __init__(self, issuer: TokenIssuer, http: OutboundClient):
         self.issuer = issuer
         self._http = http
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -84,8 +85,8 @@ class IssuerKeys:
     async def _fetch(self) -> None:
         url = self.issuer.jwks_url
         try:
-            async with self._http.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False,
-                                      headers={"Accept": "application/json"}) as response:
+            async with asyncio.timeout(FETCH_TIMEOUT), \
+                    self._http.request("GET", url, headers={"Accept": "application/json"}) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
                 body = bytearray()
@@ -133,11 +134,12 @@ class TokenVerifier:
     def __init__(self, issuers: tuple[TokenIssuer, ...]):
         self._issuers_config = issuers
         self._issuers: dict[str, IssuerKeys] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http: OutboundClient | None = None
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._http = aiohttp.ClientSession()
+        # The issuers are the operator's configuration: any address they name may be reached.
+        self._http = OutboundClient(AddressPolicy.anywhere())
         self._issuers = {issuer.issuer: IssuerKeys(issuer, self._http) for issuer in self._issuers_config}
         self._task = asyncio.create_task(self._keep_fresh())
 
