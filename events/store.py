@@ -68,11 +68,14 @@ class Checkpoint(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """Read models written by the append's own statement, so events and read models commit
-    together in one round trip: `changes(events)` encodes them as one JSON document, which the
-    SQL function named `function` applies."""
+    """What the append's own statement writes besides the events (read models, the deletion of
+    file bytes), so they commit together in one round trip: `changes(events)` encodes it as one
+    JSON document, which the SQL function named `function` applies."""
     function: str
     changes: Callable[[Sequence[Event], Sequence[int]], str]    # (events, their stream versions)
+
+
+Projections = Sequence[Projection]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +94,11 @@ _COLUMNS = "position, stream, version, type, data::text, metadata::text, recorde
 _APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::json[], $5::jsonb[])"
 
 
-def _append_sql(projection: Projection | None, notify: Notify | None) -> str:
-    """append_events, plus the read models and the NOTIFY in the same statement (one round trip)."""
+def _append_sql(projections: Projections, notify: Notify | None) -> str:
+    """append_events, plus the projections and the NOTIFY in the same statement (one round trip)."""
     parts: list[tuple[str, str]] = []
-    if projection is not None:
-        parts.append(("projected", f"SELECT {projection.function}(${6 + len(parts)}::json)"))
+    for i, projection in enumerate(projections):
+        parts.append((f"projected{i}", f"SELECT {projection.function}(${6 + len(parts)}::json)"))
     if notify is not None:
         # The writer's transaction id goes last: catch-up readers know what they must get past.
         parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)} || '|' "
@@ -142,10 +145,10 @@ def _encode(stream: str, event: Event, keys: dict[str, bytes | None]) -> str:
 
 
 async def write_appends(
-    conn: asyncpg.Connection, appends: Sequence[Append], projection: Projection | None,
+    conn: asyncpg.Connection, appends: Sequence[Append], projections: Projections,
     notify: Notify | None = None, keyring: cipher.KeyRing | None = None,
 ) -> list[list[RecordedEvent]]:
-    """Write the appends and their read models in one statement (in the caller's transaction, if any).
+    """Write the appends and their projections in one statement (in the caller's transaction, if any).
     With a keyring, thread content is sealed with the thread's key (made with the thread)."""
     keys: dict[str, bytes | None] = {}
     if keyring is not None:
@@ -164,13 +167,13 @@ async def write_appends(
             metas.append(meta)
             flat.append(ev)
     args = [streams, versions, types, data, metas]
-    if projection is not None:
+    for projection in projections:
         args.append(projection.changes(flat, versions))
     if notify is not None:
         args.append(notify.payload(streams))
     with tracer.start_as_current_span("events.append") as span:
         span.set_attribute("events.count", len(streams))
-        rows = await conn.fetch(_append_sql(projection, notify), *args)
+        rows = await conn.fetch(_append_sql(projections, notify), *args)
     out: list[list[RecordedEvent]] = []
     k = 0
     for a in appends:
@@ -189,14 +192,15 @@ class _Waiting:
 
 
 class EventStore:
-    def __init__(self, pool: asyncpg.Pool, projection: Projection | None = None, *,
+    def __init__(self, pool: asyncpg.Pool, projections: Projections = (), *,
                  notify: Notify | None = None, on_commit: OnCommit | None = None,
                  flushers: int = 4, max_batch: int = 256):
         self.pool = pool
-        self.projection = projection
+        self.projections = tuple(projections)
         self.notify = notify
         self.on_commit = on_commit
-        self.keyring = cipher.KeyRing() if projection is not None else None
+        # A store that writes read models is the service's: it seals content (bare stores are for tests).
+        self.keyring = cipher.KeyRing() if self.projections else None
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
@@ -234,7 +238,7 @@ class EventStore:
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
             async with self.pool.acquire() as conn:   # one statement: its own transaction
-                results = await write_appends(conn, [w.append for w in batch], self.projection, self.notify,
+                results = await write_appends(conn, [w.append for w in batch], self.projections, self.notify,
                                               self.keyring)
         except asyncpg.UniqueViolationError:
             if len(batch) == 1:

@@ -11,7 +11,12 @@ from typing import Any
 import msgspec
 
 from events.types import Event
+from projections.changes import Deleted, Merged
 from projections.projector import read_model_changes
+from projections.read_models.messages import MessageWritten
+from projections.read_models.run_steps import StepWritten
+from projections.read_models.runs import RunWritten
+from projections.read_models.threads import ThreadWritten
 
 
 def _plain(obj: Any) -> dict:
@@ -24,36 +29,34 @@ class ThreadModels:
         self.messages: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.steps: dict[str, dict] = {}
+        # The read models of a thread, by table (the others are not a thread's: agents, files).
+        self._rows = {"messages": self.messages, "runs": self.runs, "run_steps": self.steps}
 
     def apply(self, event: Event, version: int) -> None:
         for change in read_model_changes([event], [version]):
-            kind, id_ = change[0], change[1]
-            match kind:
-                case "thread":
-                    self.thread = _plain(change[3])
-                case "thread.merge":
-                    if self.thread is not None:
-                        self.thread = {**self.thread, **_plain(change[2])}
-                case "thread.delete":
-                    self.thread = None
-                    self.messages.clear()
-                    self.runs.clear()
-                    self.steps.clear()
-                case "message":
-                    self.messages[id_] = _plain(change[4])
-                case "run":
-                    self.runs[id_] = _plain(change[4])
-                case "step":
-                    step = _plain(change[3])
-                    run = self.runs.get(change[2]) or {}
-                    self.steps[id_] = {**step, "thread_id": run.get("thread_id", ""),
+            match change:
+                case ThreadWritten(data=data):
+                    self.thread = _plain(data)
+                case MessageWritten(id=id_, data=data) | RunWritten(id=id_, data=data):
+                    rows = self.messages if isinstance(change, MessageWritten) else self.runs
+                    rows[id_] = _plain(data)
+                case StepWritten(id=id_, run_id=run_id, data=data):
+                    run = self.runs.get(run_id) or {}
+                    self.steps[id_] = {**_plain(data), "thread_id": run.get("thread_id", ""),
                                        "assistant_id": run.get("assistant_id")}
-                case "message.delete":
-                    self.messages.pop(id_, None)
-                case "message.merge" | "run.merge" | "step.merge":
-                    table = {"message": self.messages, "run": self.runs, "step": self.steps}[kind.split(".")[0]]
-                    if id_ in table:
-                        table[id_] = {**table[id_], **_plain(change[2])}
+                case Merged(table="threads", patch=patch):
+                    if self.thread is not None:
+                        self.thread = {**self.thread, **_plain(patch)}
+                case Merged(table=table, id=id_, patch=patch) if table in self._rows:
+                    rows = self._rows[table]
+                    if id_ in rows:
+                        rows[id_] = {**rows[id_], **_plain(patch)}
+                case Deleted(table="threads"):
+                    self.thread = None
+                    for rows in self._rows.values():     # the read models deleted with their thread
+                        rows.clear()
+                case Deleted(table=table, id=id_) if table in self._rows:
+                    self._rows[table].pop(id_, None)
 
     def sorted_messages(self) -> list[dict]:
         return [self.messages[k] for k in sorted(self.messages)]

@@ -8,9 +8,8 @@ the rest is one procedure whose phases share one state; split, a reader would lo
 1. **Fresh tables.** A new schema `threadline_rebuild_<hex>` gets a copy of each read-model table
    (columns, defaults and checks via `LIKE … INCLUDING ALL`; primary keys, unique and partial
    indexes re-created from their definitions under their own names, so after the switch every
-   index is named as the migrations named it), plus an empty `blob_chunks`: file bytes are not a
-   read model, but `apply_read_models` deletes them on `file.delete`, and a rebuild must never
-   touch a live table.
+   index is named as the migrations named it). The tables are those the read models declare
+   rebuilt (projections/read_models/); file bytes are not a read model and are never touched.
 2. **Bulk load.** One connection reads the log with the gap-safe reader (`read_all`: (xid,
    position) order, only transactions older than the oldest one still running), decodes and runs
    the pure projector (`read_model_changes`) a batch ahead, while a second connection whose
@@ -73,20 +72,14 @@ import msgspec
 
 from events import cipher
 from events.store import _COLUMNS, Checkpoint, RecordedEvent, _rows_to_events
-from projections.projector import read_model_changes
+from projections import read_models
+from projections.projector import NO_CHANGE_TYPES, read_model_changes
 
-# The tables apply_read_models writes: the read models, and blob_chunks (see the module docstring).
-READ_MODEL_TABLES = ("agents", "threads", "messages", "files", "runs", "run_steps")
-SCRATCH_TABLES = ("blob_chunks",)
-# The switch locks the live tables in the order one change's statement locks them (its target
-# first, then the table it reads: messages → threads, run_steps → runs → threads, and a thread's
-# delete: messages, run_steps, runs, threads), so it rarely waits for an append that waits for it.
-_LOCK_ORDER = ("agents", "files", "messages", "run_steps", "runs", "threads")
-
-# Event types the projector maps to no read-model change (projections/projector.py: text deltas
-# are shown by streams; the row gets the text on completion). They are read, to move the
-# checkpoint, but not decoded (nor decrypted). tests/test_rebuild.py checks the projector agrees.
-NO_CHANGE_TYPES = frozenset({"MessageTextAppended", "ToolCallArgumentsAppended"})
+# The tables apply_read_models writes, as the read models declare them.
+READ_MODEL_TABLES = read_models.rebuilt()
+# The switch locks the live tables in the order one change's statement locks them (read_models.lock_order).
+_LOCK_ORDER = read_models.lock_order()
+# Events of the types in NO_CHANGE_TYPES are read, to move the checkpoint, but not decoded (nor decrypted).
 
 # The gap-safe catch-up read, exactly as EventStore.read_all reads.
 _READ_GAP_SAFE = f"SELECT {_COLUMNS}, xid::text::bigint FROM public.read_all($1::text::xid8, $2, $3)"
@@ -234,7 +227,7 @@ class _Rebuild:
         tag = secrets.token_hex(4)
         self.schema = f"threadline_rebuild_{tag}"
         self.retired = f"threadline_retired_{tag}"
-        self.tables = READ_MODEL_TABLES + SCRATCH_TABLES
+        self.tables = READ_MODEL_TABLES
         self.options: dict[str, list[str]] = {}   # the live tables' storage options, set after the switch
         self.events = self.changes = 0
         self.started = 0.0
@@ -249,7 +242,7 @@ class _Rebuild:
             await conn.fetchval(_APPLY, changes.decode())
         except asyncpg.UndefinedTableError as exc:
             raise RebuildError(f"apply_read_models writes a table the rebuild does not copy ({exc}); "
-                               "add it to projections.rebuild.READ_MODEL_TABLES") from exc
+                               "declare it in projections/read_models/") from exc
         self.changes += count
 
     async def _catch_up(self, reader: asyncpg.Pool, writer: asyncpg.Connection, checkpoint: Checkpoint) -> Checkpoint:
@@ -409,7 +402,7 @@ class _Rebuild:
             self.phase = "done"
             self._report()
             await writer.execute("RESET search_path")
-            await writer.execute(f"DROP SCHEMA {_q(self.schema)} CASCADE")   # only the scratch blob_chunks is left
+            await writer.execute(f"DROP SCHEMA {_q(self.schema)} CASCADE")   # empty now
             leftover = await self._drop_retired(writer)
             # Live now: VACUUM (readers and writers go on) sets the visibility map for index-only
             # scans and clears the dead versions the load's merges left behind.

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from events.store import EventStore, Notify
 from projections.cache import AgentCache
-from projections.projector import READ_MODELS
+from projections.projector import SERVICE_PROJECTIONS
 from service import database, erasure, idempotency
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, domain_error_response, error_response
@@ -249,7 +249,7 @@ def create_app(config: Config, database_url: str, tools: ToolRuntime | None = No
         hub = StreamHub()
         agents = AgentCache()
         hub.on_append(agents.forget)
-        store = EventStore(db, READ_MODELS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
+        store = EventStore(db, SERVICE_PROJECTIONS, notify=Notify(CHANNEL, notify_payload), on_commit=hub.publish)
         hub.listen(database_url)
         actors = ActorRegistry(store, db, idle_timeout=config.actor_idle_seconds, max_actors=config.max_actors)
         router = ModelRouter.from_config(config)

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from events.migrate import migrate, migration_files
+from events.migrate import Squash, function_files, migrate, migration_files
 
 log = structlog.get_logger("threadline.database")
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,9 +75,27 @@ def _wait_until_ready(pgdata: Path, deadline: float, gone_for: float = 5.0) -> N
         time.sleep(0.2)
 
 
+SCHEMA_FOLDERS = (("events", ROOT / "events" / "sql"), ("projections", ROOT / "projections" / "sql"),
+                  ("webhooks", ROOT / "service" / "webhooks" / "sql"))
+# The migrations each baseline replaced and the last commit that had them (a database made before the
+# squash is adopted only if it had them all).
+SQUASHED = (
+    Squash("events/0001_baseline.sql", tuple(f"events/{n}.sql" for n in (
+        "0001_events", "0002_append_events", "0003_read_stream", "0004_read_all", "0005_snapshots", "0006_blobs",
+        "0007_projects_and_keys", "0008_idempotency_keys", "0009_run_leases", "0010_hash_chain",
+        "0011_events_no_delete", "0012_thread_keys", "0013_events_json", "0014_uploads")), "b4057a6"),
+    Squash("projections/0001_baseline.sql", tuple(f"projections/{n}.sql" for n in (
+        "0001_read_models", "0002_apply_read_models", "0003_runs", "0004_json_read_models", "0005_file_expiry")),
+           "b4057a6"),
+)
+
+
 def threadline_migrations() -> list[tuple[str, str]]:
-    return migration_files(("events", ROOT / "events" / "sql"), ("projections", ROOT / "projections" / "sql"),
-                           ("webhooks", ROOT / "service" / "webhooks" / "sql"))
+    return migration_files(*SCHEMA_FOLDERS)
+
+
+def threadline_functions() -> list[tuple[str, str]]:
+    return function_files(*SCHEMA_FOLDERS)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -91,4 +109,4 @@ async def connect(url: str, size: int) -> asyncpg.Pool:
 
 async def prepare(pool: asyncpg.Pool) -> list[str]:
     async with pool.acquire() as conn:
-        return await migrate(conn, threadline_migrations())
+        return await migrate(conn, threadline_migrations(), threadline_functions(), SQUASHED)

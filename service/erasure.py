@@ -21,6 +21,7 @@ import structlog
 
 from events import cipher
 from events.store import EventMetadata
+from projections import read_models
 from service.actors import ActorRegistry, execute
 from service.domain import file as file_domain
 from service.domain import thread as thread_domain
@@ -29,7 +30,8 @@ from service.webhooks import store as webhook_store
 
 log = structlog.get_logger("threadline.erasure")
 
-_VACUUMED = ("thread_keys", "snapshots", "messages", "runs", "run_steps", "threads", "files", "blob_chunks",
+# Where an erased thread's content was: its rows' dead versions go with VACUUM.
+_VACUUMED = ("thread_keys", "snapshots", *read_models.of_thread(), read_models.files.MODEL.table, "blob_chunks",
              "idempotency_keys", "webhook_deliveries")
 
 
@@ -62,13 +64,13 @@ async def erase_thread(actors: ActorRegistry, db, thread_id: str, project: str, 
 async def erase_from_cli(db, thread_id: str) -> str:
     """`threadline erase`: the operator's own command, for any project's thread."""
     from events.store import EventStore
-    from projections.projector import READ_MODELS
+    from projections.projector import SERVICE_PROJECTIONS
 
     project = await db.fetchval("SELECT data->>'project' FROM events WHERE stream = $1 AND version = 1",
                                 f"thread-{thread_id}")
     if project is None:
         raise SystemExit(f"no thread {thread_id} in this database")
-    store = EventStore(db, READ_MODELS)
+    store = EventStore(db, SERVICE_PROJECTIONS)
     actors = ActorRegistry(store, db)
     try:
         done = await erase_thread(actors, db, thread_id, project,

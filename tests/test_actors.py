@@ -10,7 +10,7 @@ import pytest
 
 from events.store import EventStore
 from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
-from projections.projector import READ_MODELS
+from projections.projector import SERVICE_PROJECTIONS
 from service import database
 from service.api.http import SERVICES
 from service.actors import ActorRegistry, SNAPSHOT_EVERY, load_thread
@@ -33,7 +33,7 @@ def create(thread_id: str, messages=()) -> thread.CreateThread:
 
 @pytest.fixture
 async def registry(db):
-    store = EventStore(db, READ_MODELS)
+    store = EventStore(db, SERVICE_PROJECTIONS)
     reg = ActorRegistry(store, db)
     yield reg
     await reg.close()
@@ -58,7 +58,7 @@ async def test_commands_for_one_thread_run_one_at_a_time_in_arrival_order(regist
 
 
 async def test_idle_actors_are_passivated_and_come_back_with_their_state(db):
-    store = EventStore(db, READ_MODELS)
+    store = EventStore(db, SERVICE_PROJECTIONS)
     reg = ActorRegistry(store, db, idle_timeout=0.05)
     try:
         tid = new_id("thread_")
@@ -74,7 +74,7 @@ async def test_idle_actors_are_passivated_and_come_back_with_their_state(db):
 
 async def test_a_thread_is_forgotten_when_its_actor_goes_or_it_is_deleted(db):
     """What caches of a thread's content hear: they must not outlive the actor, nor a deletion."""
-    store = EventStore(db, READ_MODELS)
+    store = EventStore(db, SERVICE_PROJECTIONS)
     reg = ActorRegistry(store, db, max_actors=1)
     forgotten: list[str] = []
     reg.on_forget(forgotten.append)
@@ -91,7 +91,7 @@ async def test_a_thread_is_forgotten_when_its_actor_goes_or_it_is_deleted(db):
 
 
 async def test_the_number_of_live_actors_is_bounded(db):
-    store = EventStore(db, READ_MODELS)
+    store = EventStore(db, SERVICE_PROJECTIONS)
     reg = ActorRegistry(store, db, max_actors=3)
     try:
         for _ in range(10):
@@ -107,7 +107,7 @@ async def test_two_registries_on_one_database_never_corrupt_a_thread(database_ur
     """Two 'processes' (separate pools, stores and actors) write the same thread at once: the
     version check refuses the loser each time, it catches up and decides again; nothing is lost."""
     pools = [await database.connect(database_url, 4) for _ in range(2)]
-    stores = [EventStore(p, READ_MODELS) for p in pools]
+    stores = [EventStore(p, SERVICE_PROJECTIONS) for p in pools]
     regs = [ActorRegistry(s, p) for s, p in zip(stores, pools)]
     try:
         tid = new_id("thread_")

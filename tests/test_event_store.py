@@ -10,7 +10,7 @@ import pytest
 
 from events.store import Append, Checkpoint, EventMetadata, EventStore, VersionConflict, write_appends
 from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
-from projections.projector import READ_MODELS
+from projections.projector import SERVICE_PROJECTIONS
 from service.ids import new_id
 
 
@@ -28,7 +28,7 @@ META = EventMetadata(project="store-tests", request_id="req-1", api_key_id="key_
 
 @pytest.fixture
 async def store(db):
-    s = EventStore(db, READ_MODELS)
+    s = EventStore(db, SERVICE_PROJECTIONS)
     yield s
     await s.close()
 
@@ -92,7 +92,7 @@ async def test_events_and_read_models_commit_or_roll_back_together(db):
     tid = new_id("thread_")
     with pytest.raises(RuntimeError):
         async with db.acquire() as conn, conn.transaction():
-            await write_appends(conn, [Append(f"thread-{tid}", 0, [thread_created(tid)], META)], READ_MODELS)
+            await write_appends(conn, [Append(f"thread-{tid}", 0, [thread_created(tid)], META)], SERVICE_PROJECTIONS)
             assert await conn.fetchval("SELECT count(*) FROM threads WHERE id = $1", tid) == 1
             raise RuntimeError("crash between projection and commit")
     assert await db.fetchval("SELECT count(*) FROM events WHERE stream = $1", f"thread-{tid}") == 0
@@ -107,7 +107,7 @@ async def test_a_failing_projection_rolls_back_the_events(store, db):
     await db.execute("INSERT INTO threads (id, project, data) VALUES ($1, 'x', '{}')", other)
     with pytest.raises(asyncpg.UniqueViolationError):
         async with db.acquire() as conn, conn.transaction():
-            await write_appends(conn, [Append(f"thread-{other}", 0, [thread_created(other)], META)], READ_MODELS)
+            await write_appends(conn, [Append(f"thread-{other}", 0, [thread_created(other)], META)], SERVICE_PROJECTIONS)
     assert await store.read_stream(f"thread-{other}") == []
 
 
@@ -129,7 +129,7 @@ async def _head(store: EventStore) -> Checkpoint:
 async def test_gap_safe_reader_sees_every_event_exactly_once_under_concurrent_writers(db, database_url):
     """Many writers in slow, overlapping transactions (so positions commit out of order) while a
     reader polls: it must end with every event exactly once, and each stream in version order."""
-    reader_store = EventStore(db, None)
+    reader_store = EventStore(db)
     start = await _head(reader_store)
     writers_pool = await asyncpg.create_pool(database_url, min_size=8, max_size=8)
     written: dict[str, list[int]] = {}
@@ -143,7 +143,7 @@ async def test_gap_safe_reader_sees_every_event_exactly_once_under_concurrent_wr
             stream = f"thread-{tid}"
             async with writers_pool.acquire() as conn, conn.transaction():
                 events = [thread_created(tid, "gap"), *[message(tid) for _ in range(rnd.randint(0, 3))]]
-                await write_appends(conn, [Append(stream, 0, events, META)], None)
+                await write_appends(conn, [Append(stream, 0, events, META)], ())
                 # Hold the transaction open after taking positions: later positions commit first.
                 await asyncio.sleep(rnd.random() * 0.01)
             written[stream] = list(range(1, len(events) + 1))
@@ -184,19 +184,72 @@ async def test_snapshot_roundtrip_keeps_the_newest(store):
 async def test_migrations_are_safe_twice_and_from_two_processes_at_once(server_url):
     from conftest import fresh_database
     from events.migrate import migrate
-    from service.database import threadline_migrations
+    from service.database import SQUASHED, threadline_functions, threadline_migrations
 
     url = await fresh_database(server_url)
-    files = threadline_migrations()
+    files, functions = threadline_migrations(), threadline_functions()
     conns = [await asyncpg.connect(url) for _ in range(3)]
     try:
-        applied = await asyncio.gather(*(migrate(c, files) for c in conns[:2]))
+        applied = await asyncio.gather(*(migrate(c, files, functions, SQUASHED) for c in conns[:2]))
         # One starter applied everything, the other found it done; nothing ran twice.
         assert sorted(map(len, applied)) == [0, len(files)]
-        assert await migrate(conns[2], files) == []
+        assert await migrate(conns[2], files, functions, SQUASHED) == []
         names = [r[0] for r in await conns[2].fetch("SELECT name FROM schema_migrations ORDER BY name")]
         assert names == sorted(name for name, _ in files)
         assert await conns[2].fetchval("SELECT count(*) FROM events") == 0
+        # Each function was applied once, and an unchanged one is not applied again (no lock taken).
+        stamps = await conns[2].fetch("SELECT name, applied_at FROM schema_functions ORDER BY name")
+        assert [r[0] for r in stamps] == sorted(name for name, _ in functions)
+        await migrate(conns[2], files, functions, SQUASHED)
+        assert await conns[2].fetch("SELECT name, applied_at FROM schema_functions ORDER BY name") == stamps
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_a_changed_function_file_replaces_the_function_on_the_next_migrate(server_url):
+    from conftest import fresh_database
+    from events.migrate import migrate
+    from service.database import SQUASHED, threadline_functions, threadline_migrations
+
+    conn = await asyncpg.connect(await fresh_database(server_url))
+    try:
+        functions = threadline_functions()
+        await migrate(conn, threadline_migrations(), functions, SQUASHED)
+        (name, sql), = [f for f in functions if f[0].endswith("/read_stream.sql")]
+        changed = sql.replace("LIMIT _limit", "LIMIT least(_limit, 1)")
+        await migrate(conn, threadline_migrations(), [(name, changed)], SQUASHED)
+        source = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'read_stream'")
+        assert "least(_limit, 1)" in source
+    finally:
+        await conn.close()
+
+
+async def test_a_database_made_before_the_squash_is_adopted_or_refused(server_url):
+    """A database that had every migration a baseline replaced is adopted (the baseline is not run:
+    it would fail, its tables exist); one that had only some is refused, naming what it lacks."""
+    from conftest import fresh_database
+    from events.migrate import MigrationRefused, migrate
+    from service.database import SQUASHED, threadline_functions, threadline_migrations
+
+    files, functions = threadline_migrations(), threadline_functions()
+    baselines = [s.baseline for s in SQUASHED]
+    for complete in (True, False):
+        conn = await asyncpg.connect(await fresh_database(server_url))
+        try:
+            await migrate(conn, files, functions, SQUASHED)
+            # What a database made by the release before the squash records.
+            await conn.execute("DELETE FROM schema_migrations WHERE name = ANY($1::text[])", baselines)
+            for squash in SQUASHED:
+                had = squash.replaced if complete else squash.replaced[:-1]
+                await conn.executemany("INSERT INTO schema_migrations (name) VALUES ($1)", [(n,) for n in had])
+            if complete:
+                assert await migrate(conn, files, functions, SQUASHED) == []
+                recorded = {r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+                assert set(baselines) <= recorded
+            else:
+                with pytest.raises(MigrationRefused, match="has events/0013_events_json.sql but not "
+                                                           "events/0014_uploads.sql"):
+                    await migrate(conn, files, functions, SQUASHED)
+        finally:
+            await conn.close()

@@ -20,7 +20,7 @@ from test_runs_api import WEATHER_TOOLS, script, wait_run
 from events.store import Append, EventMetadata, write_appends
 from events.types import FileUploaded, MessageTextAppended, ToolCallArgumentsAppended
 from projections import rebuild as rebuilding
-from projections.projector import READ_MODELS, read_model_changes
+from projections.projector import SERVICE_PROJECTIONS, read_model_changes
 from projections.rebuild import (
     NO_CHANGE_TYPES,
     READ_MODEL_TABLES,
@@ -310,7 +310,7 @@ async def test_a_transaction_open_across_the_switch_commits_into_the_new_tables(
             uploaded = FileUploaded(file_id=file_id, project=svc.project, created_at=1, filename="late.txt",
                                     purpose="assistants", bytes=3, sha256="0" * 64)
             await write_appends(upload, [Append(f"file-{file_id}", 0, [uploaded], EventMetadata(project=svc.project))],
-                                READ_MODELS)
+                                SERVICE_PROJECTIONS)
     finally:
         await upload.close()
     listed = (await c.ok("GET", path, params={"limit": 10}))["data"]

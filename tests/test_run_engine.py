@@ -16,7 +16,7 @@ from events.store import EventStore
 from events.types import MessageCreated, TextPart, TextValue
 from fake_openai import FakeOpenAI, FakeToolCall, error_reply, text_reply, tool_calls_reply
 from projections import queries
-from projections.projector import READ_MODELS
+from projections.projector import SERVICE_PROJECTIONS
 from service.actors import ActorRegistry
 from service.api.http import SERVICES
 from service.app import create_app
@@ -274,7 +274,7 @@ async def test_a_run_sees_what_another_process_wrote_to_the_thread(api, fake, db
     await sent_after_run(api, fake, tid, assistant["id"])
     first = (await api.ok("GET", f"/threads/{tid}/messages?order=asc"))["data"][0]
     # Another process: its own actor and store over the same database.
-    other_store = EventStore(db, READ_MODELS)
+    other_store = EventStore(db, SERVICE_PROJECTIONS)
     other = ActorRegistry(other_store, db)
     try:
         project = api.http.server.app[SERVICES].actors._actors[tid].state.project

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from events.store import EventStore  # noqa: E402
 from events.types import MessageCreated, TextPart, TextValue, ThreadCreated  # noqa: E402
 from projections import queries  # noqa: E402
-from projections.projector import READ_MODELS  # noqa: E402
+from projections.projector import SERVICE_PROJECTIONS  # noqa: E402
 from service import database  # noqa: E402
 from service.actors import ActorRegistry, load_thread  # noqa: E402
 from service.domain import thread  # noqa: E402
@@ -57,7 +57,7 @@ async def main(args) -> list[tuple[str, float, float, str]]:
         url = database.embedded_database_url(Path(tempfile.mkdtemp(prefix="tl-bench-")))
     pool = await database.connect(url, 4)
     await database.prepare(pool)
-    store = EventStore(pool, READ_MODELS)
+    store = EventStore(pool, SERVICE_PROJECTIONS)
     registry = ActorRegistry(store, pool)
     t0 = time.perf_counter()
     big, big_ids = await make_thread(registry, args.messages)

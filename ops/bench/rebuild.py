@@ -73,7 +73,7 @@ from events.types import (  # noqa: E402
     ToolOutputsSubmitted,
 )
 from projections import rebuild as rebuilding  # noqa: E402
-from projections.projector import READ_MODELS  # noqa: E402
+from projections.projector import SERVICE_PROJECTIONS  # noqa: E402
 from projections.rebuild import READ_MODEL_TABLES, rebuild  # noqa: E402
 from service import database  # noqa: E402
 from service.ids import new_id  # noqa: E402
@@ -170,7 +170,7 @@ async def build_store(pool, target_events: int) -> dict[str, int]:
             appends.append(Append(f"thread-{tid}", 0, ev, meta))
             i += 1
         async with pool.acquire() as conn:
-            await write_appends(conn, appends, READ_MODELS, keyring=keyring)
+            await write_appends(conn, appends, SERVICE_PROJECTIONS, keyring=keyring)
         for a in appends:
             written += len(a.events)
             for e in a.events:
@@ -247,7 +247,7 @@ async def main(args) -> int:
         "SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'shared_buffers', "
         "'synchronous_commit', 'fsync', 'max_wal_size')")}
 
-    store = EventStore(pool, None, flushers=0)
+    store = EventStore(pool, flushers=0)
     await read_log(store, args.batch_size)   # warm the cache: every phase reads a warm log
     n_rows, s_rows = await read_rows(pool, args.batch_size)
     n_read, s_read = await read_log(store, args.batch_size)

@@ -236,14 +236,14 @@ class RunsBench(Bench):
         """A thread with n user messages, written through a thread actor in this process."""
         from events.store import EventStore
         from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
-        from projections.projector import READ_MODELS
+        from projections.projector import SERVICE_PROJECTIONS
         from service import database
         from service.actors import ActorRegistry
         from service.domain import thread
         from service.ids import new_id, now
 
         pool = await database.connect(self.dsn, 4)
-        store = EventStore(pool, READ_MODELS)
+        store = EventStore(pool, SERVICE_PROJECTIONS)
         registry = ActorRegistry(store, pool)
         try:
             tid = new_id("thread_")

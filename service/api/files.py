@@ -95,7 +95,7 @@ async def upload_file(request: web.Request) -> web.Response:
                                 purpose=purpose, bytes=size, sha256=sha.hexdigest(),
                                 expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
-        await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projection)
+        await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projections)
     return json_ok(file_from(uploaded))
 
 

@@ -175,7 +175,7 @@ async def complete_upload(request: web.Request, body: CompleteUploadRequest) -> 
                                 expires_at=None if lifetime is None else created + lifetime)
         events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
         await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("complete_upload"))],
-                            tl.store.projection)
+                            tl.store.projections)
         row = await conn.fetchrow("UPDATE uploads SET status = 'completed', file_id = $2 WHERE id = $1 RETURNING *",
                                   upload_id, file_id)
         upload = await _upload_of(conn, row)

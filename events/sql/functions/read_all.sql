@@ -2,7 +2,7 @@
 -- Only rows written by transactions older than the oldest one still running are returned, so a
 -- transaction that commits later can never land behind the checkpoint. Within one transaction,
 -- and for one stream, the order is the order of writing.
-CREATE FUNCTION read_all(_after_xid xid8, _after_position bigint, _limit integer)
+CREATE OR REPLACE FUNCTION read_all(_after_xid xid8, _after_position bigint, _limit integer)
 RETURNS SETOF events LANGUAGE sql STABLE AS $$
     SELECT * FROM events
     WHERE (xid, position) > (_after_xid, _after_position)

@@ -1,25 +1,9 @@
--- Events keep their JSON exactly as written: jsonb re-sorts object keys, and a function tool's
--- `parameters` or a response_format's json_schema must reach the model (and come back from the API)
--- in the order the user sent them ("reasoning" before "answer" in a strict schema).
--- USING data::json keeps jsonb's text form, the exact text old events' hashes were computed over,
--- so the chain of events written before this migration still verifies (data::text is unchanged).
-ALTER TABLE events ALTER COLUMN data TYPE json USING data::json;
--- A thread's snapshot holds its runs' tools: the same order must survive activation.
-ALTER TABLE snapshots ALTER COLUMN state TYPE json USING state::json;
-
--- The chain's hash as in 0010, over json's text: the event exactly as written.
-DROP FUNCTION event_hash(text, text, integer, text, jsonb, jsonb, timestamptz);
-CREATE FUNCTION event_hash(_prev text, _stream text, _version integer, _type text, _data json,
-                           _metadata jsonb, _recorded_at timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT encode(sha256(convert_to(concat_ws('|', coalesce(_prev, ''), _stream, _version, _type, _data::text,
-                                              _metadata::text, (extract(epoch FROM _recorded_at) * 1000000)::bigint),
-                                    'UTF8')), 'hex')
-$$;
-
--- append_events as in 0010, taking the data as json.
-DROP FUNCTION append_events(text[], integer[], text[], jsonb[], jsonb[]);
-CREATE FUNCTION append_events(
+-- append_events: write a batch of events for one or more streams in the caller's transaction,
+-- each chained to its stream's head (event_hash.sql). Each row carries the version it claims;
+-- UNIQUE(stream, version) refuses a stale writer, and a writer that claims a version beyond the
+-- stream's head (a gap) is refused here too.
+DROP FUNCTION IF EXISTS append_events(text[], integer[], text[], jsonb[], jsonb[]);   -- before events were json
+CREATE OR REPLACE FUNCTION append_events(
     _streams text[], _versions integer[], _types text[], _data json[], _metadata jsonb[]
 ) RETURNS TABLE (event_position bigint, event_recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -31,6 +15,8 @@ DECLARE
     at timestamptz := clock_timestamp();
 BEGIN
     -- One unique-index probe per stream: the head must exist (no gaps) and gives the chain's link.
+    -- (A set-based anti-join here gets planned as a scan of the whole log while the table's
+    -- statistics are still those of an empty table.)
     FOR head IN
         SELECT u.stream, min(u.version) AS first_version
         FROM unnest(_streams, _versions) AS u(stream, version) GROUP BY u.stream

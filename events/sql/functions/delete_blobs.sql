@@ -1,0 +1,14 @@
+-- delete_blobs: the bytes of files deleted by the events being appended (events/blobs.py), in the
+-- append's own statement. Most appends delete none, and return at once.
+CREATE OR REPLACE FUNCTION delete_blobs(_blob_ids json) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF json_array_length(_blob_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM blob_chunks WHERE blob_id IN (SELECT json_array_elements_text(_blob_ids));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
