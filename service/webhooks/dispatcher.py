@@ -34,6 +34,7 @@ import asyncpg
 import structlog
 
 from events.store import Checkpoint, EventStore, RecordedEvent
+from events.subscriptions import wait_for_wake
 from service.config import Config
 from service.streams.hub import CHANNEL as APPENDED, listen_forever
 from service.webhooks import store
@@ -43,7 +44,7 @@ from service.outbound.posts import ConnectFailed, WebhookClient
 from service.webhooks.payloads import Outgoing, PayloadBuilder
 from service.webhooks.retry import RetryPolicy
 from service.webhooks.signing import signature_header
-from service.webhooks.worker import READ_PAGE, Worker, wait_for_wake
+from service.webhooks.worker import READ_PAGE, Worker
 
 log = structlog.get_logger("threadline.webhooks")
 

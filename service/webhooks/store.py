@@ -1,4 +1,5 @@
-"""The webhooks tables: subscriptions, their leases and checkpoints, and deliveries.
+"""The webhooks tables: subscriptions and deliveries. Each webhook consumes the log through its
+durable subscription `webhook:<id>` (events/subscriptions.py: its lease and checkpoint).
 
 Plain SQL, one function per statement. The API reads and writes subscriptions and deliveries
 here; the dispatcher claims subscriptions, moves checkpoints and records attempts.
@@ -12,7 +13,9 @@ from typing import Sequence
 
 import msgspec
 
+from events import subscriptions
 from events.store import Checkpoint
+from events.subscriptions import ADVANCE, LeaseLost, advance_args
 from projections.queries import Page, PageRequest, _page
 from service.webhooks.payloads import Outgoing
 
@@ -26,6 +29,11 @@ _DELIVERY_JSON = """jsonb_build_object('id', id, 'object', 'webhook.delivery', '
     'attempt_count', attempt_count, 'created_at', floor(created_at)::bigint,
     'next_attempt_at', CASE WHEN status = 'pending' THEN ceil(next_attempt_at)::bigint END,
     'delivered_at', floor(delivered_at)::bigint, 'attempts', attempts)"""
+
+
+def subscription(webhook_id: str) -> str:
+    """The name of a webhook's durable subscription."""
+    return f"webhook:{webhook_id}"
 
 
 class Subscription(msgspec.Struct, frozen=True):
@@ -45,6 +53,7 @@ async def create(db, webhook_id: str, project: str, url: str, event_types: list[
             f"""INSERT INTO webhooks (id, project, url, event_types, description, enabled, secret, created_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_WEBHOOK_JSON}::text""",
             webhook_id, project, url, event_types, description, enabled, secret, created_at)
+        await subscriptions.create(conn, subscription(webhook_id))      # from now on
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
     return row
 
@@ -66,8 +75,6 @@ async def update(db, project: str, webhook_id: str, changes: dict, new_secret: s
     for column, value in changes.items():
         args.append(value)
         sets.append(f"{column} = ${len(args)}")
-    if changes.get("enabled") is False:
-        sets.append("lease_owner = NULL, lease_until = NULL")
     if new_secret is not None:
         args.append(new_secret)
         sets.append(f"previous_secret = secret, previous_until = now() + make_interval(secs => {SECRET_GRACE_SECONDS}),"
@@ -79,6 +86,9 @@ async def update(db, project: str, webhook_id: str, changes: dict, new_secret: s
             f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 AND project = $2 RETURNING {_WEBHOOK_JSON}::text",
             *args)
         if row is not None:
+            if changes.get("enabled") is False:     # its deliverer stops at its next sweep
+                await conn.execute("UPDATE subscriptions SET lease_owner = NULL, lease_until = NULL WHERE name = $1",
+                                   subscription(webhook_id))
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
     return row
 
@@ -88,6 +98,7 @@ async def delete(db, project: str, webhook_id: str) -> bool:
         gone = await conn.fetchval("DELETE FROM webhooks WHERE id = $1 AND project = $2 RETURNING true",
                                    webhook_id, project)
         if gone:
+            await subscriptions.drop(conn, subscription(webhook_id))
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"changed:{webhook_id}")
     return bool(gone)
 
@@ -138,28 +149,21 @@ async def erase_thread(db, thread_id: str) -> int:
 # -- the dispatcher's side ------------------------------------------------------------------------
 
 async def claim(db, owner: str, lease_seconds: float) -> list[Subscription]:
-    """Take every enabled subscription nobody else holds; renew the ones we hold."""
+    """Take every enabled webhook's subscription nobody else holds; renew the ones we hold."""
     rows = await db.fetch(
-        """UPDATE webhooks SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
-           WHERE enabled AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until < now())
-           RETURNING id, project, url, event_types, secret,
-                     CASE WHEN previous_until > now() THEN previous_secret END""", owner, lease_seconds)
+        """SELECT w.id, w.project, w.url, w.event_types, w.secret,
+                  CASE WHEN w.previous_until > now() THEN w.previous_secret END
+           FROM claim_subscriptions(ARRAY(SELECT 'webhook:' || id FROM webhooks WHERE enabled), $1, $2) AS c(name)
+           JOIN webhooks w ON 'webhook:' || w.id = c.name""", owner, lease_seconds)
     return [Subscription(r[0], r[1], r[2], tuple(r[3]), (r[4],) + ((r[5],) if r[5] else ())) for r in rows]
 
 
 async def release(db, owner: str, webhook_ids: list[str]) -> None:
-    await db.execute("UPDATE webhooks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 "
-                     "AND id = ANY($2::text[])", owner, webhook_ids)
+    await subscriptions.release(db, [subscription(w) for w in webhook_ids], owner)
 
 
 async def checkpoint(db, webhook_id: str) -> Checkpoint:
-    row = await db.fetchrow("SELECT checkpoint_xid::text::bigint, checkpoint_position FROM webhooks WHERE id = $1",
-                            webhook_id)
-    return Checkpoint(row[0], row[1]) if row else Checkpoint()
-
-
-class LeaseLost(Exception):
-    """Another process holds the subscription now (our lease lapsed): stop delivering for it."""
+    return await subscriptions.checkpoint(db, subscription(webhook_id))
 
 
 @dataclass(slots=True)
@@ -225,20 +229,17 @@ async def save(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint
         for column, value in zip(columns, row):
             column.append(value)
     moved = await db.fetchval(
-        f"""WITH moved AS (
-               UPDATE webhooks SET checkpoint_xid = $3::text::xid8, checkpoint_position = $4
-               WHERE id = $1 AND lease_owner = $2 AND checkpoint_xid = $5::text::xid8 AND checkpoint_position = $6
-               RETURNING id),
+        f"""WITH moved AS MATERIALIZED (SELECT {ADVANCE} AS ok),
            added AS (
                INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, thread_id, seq, payload, status,
                    attempt_count, attempts, created_at, first_attempt_at, next_attempt_at, delivered_at)
-               SELECT d.id, $1, d.event_id, d.type, d.thread_id, d.seq, d.payload, d.status, d.attempt_count,
+               SELECT d.id, $27, d.event_id, d.type, d.thread_id, d.seq, d.payload, d.status, d.attempt_count,
                       d.attempts::jsonb, d.created_at, d.first_attempt_at, d.next_attempt_at, d.delivered_at
                FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[],
                            $14::int[], $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[])
                     AS d(id, event_id, type, thread_id, seq, payload, status, attempt_count, attempts, created_at,
                          first_attempt_at, next_attempt_at, delivered_at)
-               WHERE EXISTS (SELECT 1 FROM moved)
+               WHERE (SELECT ok FROM moved)
                ON CONFLICT (webhook_id, event_id) DO NOTHING RETURNING 1),
            updated AS (
                UPDATE webhook_deliveries d SET status = u.status, attempt_count = u.attempt_count,
@@ -253,13 +254,13 @@ async def save(db, webhook_id: str, owner: str, old: Checkpoint, new: Checkpoint
                FROM unnest($20::text[], $21::text[], $22::int[], $23::text[], $24::float8[], $25::float8[],
                            $26::float8[])
                     AS u(id, status, attempt_count, attempts, first_attempt_at, next_attempt_at, delivered_at)
-               WHERE d.id = u.id AND d.webhook_id = $1 AND EXISTS (SELECT 1 FROM moved)
+               WHERE d.id = u.id AND d.webhook_id = $27 AND (SELECT ok FROM moved)
                RETURNING 1)
-           SELECT count(*) FROM moved""",
-        webhook_id, owner, str(new.xid), new.position, str(old.xid), old.position, *columns,
+           SELECT ok FROM moved""",
+        *advance_args(subscription(webhook_id), owner, old, new), *columns,
         [o.id for o in updated], [o.status for o in updated], [o.attempt_count for o in updated],
         [enc(o.attempts).decode() for o in updated], [o.first_attempt_at for o in updated],
-        [o.next_attempt_at for o in updated], [o.delivered_at for o in updated])
+        [o.next_attempt_at for o in updated], [o.delivered_at for o in updated], webhook_id)
     if not moved:
         raise LeaseLost(webhook_id)
 

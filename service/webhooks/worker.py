@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from events.store import Checkpoint
+from events.subscriptions import CatchUp, LeaseLost, wait_for_wake
 from service.ids import new_id
 from service.webhooks import store
 from service.webhooks.payloads import matches
@@ -35,14 +36,6 @@ RECORD_WITHIN = 1.0         # seconds a delivery read from the log waits for its
                             # written as pending (normally it is written once, with that attempt)
 READ_GATHER = 0.01          # seconds appends gather after a wake-up: read and recorded together, and the
                             # workers, woken together, read the log once
-
-
-async def wait_for_wake(event: asyncio.Event, timeout: float | None) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
-    event.clear()
 
 
 class Worker:
@@ -95,7 +88,7 @@ class Worker:
                 group.create_task(self._sender())
                 group.create_task(self._flusher())
                 group.create_task(self._reloader())
-        except* store.LeaseLost:
+        except* LeaseLost:
             log.info("webhook_lease_lost", webhook_id=self.sub.id)
         except* Exception:
             log.exception("webhook_worker_failed", webhook_id=self.sub.id)
@@ -103,50 +96,30 @@ class Worker:
     # -- reading the log -----------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        behind_for = 0.0
-        while True:
-            try:
-                await self._catch_up()
-            except store.LeaseLost:
-                raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("webhook_read_failed", webhook_id=self.sub.id, error=str(exc))
-                await asyncio.sleep(1.0)
-                continue
-            if self.checkpoint.xid < self.d.notified_xid:
-                # We were told of an append the gap-safe read cannot show yet: an older transaction
-                # is still open. Look again shortly, backing off while it stays open.
-                behind_for = min(0.2, max(0.002, behind_for * 2))
-                await wait_for_wake(self.read_wake, behind_for)
-                continue
-            behind_for = 0.0
-            await wait_for_wake(self.read_wake, self.d.config.run_sweep_seconds)
-            await asyncio.sleep(READ_GATHER)
+        reader = CatchUp(self.d.page, self._read, page_size=READ_PAGE, idle=self.d.config.run_sweep_seconds,
+                         notified_xid=lambda: self.d.notified_xid, gather=READ_GATHER, name=self.sub.id)
+        await reader.follow(self.checkpoint, self.read_wake)
 
-    async def _catch_up(self) -> None:
-        while True:
-            events, after, projects, served, built = await self.d.page(self.checkpoint)
-            if not events:
-                return
-            ours = [r for r in events if projects.get(r.stream) == self.sub.project]
-            if ours and self.sub.project not in served:       # a subscription newer than the read
-                built = await self.d.builder.build(ours)
-            now = time.time()
-            self.read_count += 1
-            for r in ours:
-                if r.type == "ThreadErased":      # what its thread's earlier events said is not sent
-                    self.drop_thread(r.stream.removeprefix("thread-"))
-                for o in built.get(r.position, []):
-                    if matches(self.sub.event_types, o.type):
-                        d = Delivery(new_id("whd_"), o.event_id, o.type, o.thread_id, o.seq, o.body,
-                                     next_attempt_at=now, created_at=now, read=self.read_count)
-                        self.unrecorded[d.id] = d
-                        self._enqueue(d)
-            self.reads.append((self.read_count, after))
-            self.checkpoint = after
-            self.flush_wake.set()
-            if len(events) < READ_PAGE:
-                return
+    async def _read(self, page) -> None:
+        """A page of the log: its deliveries queued (and, once recorded, the checkpoint past it)."""
+        ours = [r for r in page.events if page.projects.get(r.stream) == self.sub.project]
+        built = page.built
+        if ours and self.sub.project not in page.served:       # a subscription newer than the read
+            built = await self.d.builder.build(ours)
+        now = time.time()
+        self.read_count += 1
+        for r in ours:
+            if r.type == "ThreadErased":      # what its thread's earlier events said is not sent
+                self.drop_thread(r.stream.removeprefix("thread-"))
+            for o in built.get(r.position, []):
+                if matches(self.sub.event_types, o.type):
+                    d = Delivery(new_id("whd_"), o.event_id, o.type, o.thread_id, o.seq, o.body,
+                                 next_attempt_at=now, created_at=now, read=self.read_count)
+                    self.unrecorded[d.id] = d
+                    self._enqueue(d)
+        self.reads.append((self.read_count, page.after))
+        self.checkpoint = page.after
+        self.flush_wake.set()
 
     # -- the queue of each thread --------------------------------------------------------------
 
