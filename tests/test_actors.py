@@ -9,12 +9,13 @@ import aiohttp
 import pytest
 
 from events.store import EventStore
-from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
+from events.types import TextPart, TextValue
 from projections.projector import SERVICE_PROJECTIONS
 from service import database
 from service.api.http import SERVICES
 from service.actors import ActorRegistry, SNAPSHOT_EVERY, load_thread
 from service.domain import thread
+from service.domain.messages import NewMessage
 from service.ids import new_id
 
 from conftest import ServiceProcess, new_key
@@ -22,13 +23,16 @@ from conftest import ServiceProcess, new_key
 P = "actor-tests"
 
 
-def message(thread_id: str, text: str) -> MessageCreated:
-    return MessageCreated(message_id=new_id("msg_"), thread_id=thread_id, created_at=1, role="user",
-                          content=[TextPart(TextValue(text))])
+def message(thread_id: str, text: str) -> NewMessage:
+    return NewMessage(message_id=new_id("msg_"), role="user", content=[TextPart(TextValue(text))])
+
+
+def add(thread_id: str, text: str) -> thread.AddMessage:
+    return thread.AddMessage(P, 1, message(thread_id, text))
 
 
 def create(thread_id: str, messages=()) -> thread.CreateThread:
-    return thread.CreateThread(ThreadCreated(thread_id=thread_id, project=P, created_at=1), list(messages))
+    return thread.CreateThread(project=P, at=1, messages=list(messages))
 
 
 @pytest.fixture
@@ -51,7 +55,7 @@ async def test_commands_for_one_thread_run_one_at_a_time_in_arrival_order(regist
     tid = new_id("thread_")
     await registry.ask(tid, create(tid))
     texts = [f"m{i}" for i in range(60)]
-    results = await asyncio.gather(*(registry.ask(tid, thread.AddMessage(P, message(tid, t))) for t in texts))
+    results = await asyncio.gather(*(registry.ask(tid, add(tid, t)) for t in texts))
     assert [state.version for state, _ in results] == list(range(2, 62))
     log = await registry.store.read_stream(f"thread-{tid}")
     assert [e.event.content[0].text.value for e in log[1:]] == texts
@@ -65,7 +69,7 @@ async def test_idle_actors_are_passivated_and_come_back_with_their_state(db):
         await reg.ask(tid, create(tid, [message(tid, "a")]))
         assert len(reg) == 1
         await wait_until(lambda: len(reg) == 0)
-        state, _ = await reg.ask(tid, thread.AddMessage(P, message(tid, "b")))
+        state, _ = await reg.ask(tid, add(tid, "b"))
         assert (state.version, state.message_count) == (3, 2)
     finally:
         await reg.close()
@@ -113,7 +117,7 @@ async def test_two_registries_on_one_database_never_corrupt_a_thread(database_ur
         tid = new_id("thread_")
         await regs[0].ask(tid, create(tid))
         texts = [f"m{i}" for i in range(80)]
-        await asyncio.gather(*(regs[i % 2].ask(tid, thread.AddMessage(P, message(tid, t)))
+        await asyncio.gather(*(regs[i % 2].ask(tid, add(tid, t))
                                for i, t in enumerate(texts)))
         log = await stores[0].read_stream(f"thread-{tid}")
         assert [e.version for e in log] == list(range(1, 82))

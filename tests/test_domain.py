@@ -12,6 +12,7 @@ from events.types import (
 )
 from service.domain import agent, file, thread
 from service.domain.facts import MessageExists
+from service.domain.messages import NewMessage
 from service.domain.errors import InvalidRequest, NotFound
 
 P = "proj"
@@ -23,35 +24,43 @@ def fold(evolve, state, events):
     return state
 
 
+def new(i: int = 0) -> NewMessage:
+    """A message as a client adds it."""
+    return NewMessage(message_id=f"msg_{i}", role="user", content=[TextPart(TextValue(str(i)))])
+
+
 def msg(i: int = 0, thread_id: str = "thread_1") -> MessageCreated:
+    """The event adding new(i) to the thread at time 1 makes."""
     return MessageCreated(message_id=f"msg_{i}", thread_id=thread_id, created_at=1, role="user",
                           content=[TextPart(TextValue(str(i)))])
 
 
+def create(messages=(), at: int = 1) -> thread.CreateThread:
+    return thread.CreateThread(project=P, at=at, messages=list(messages))
+
+
 def created_thread(messages=()) -> thread.ThreadState:
     s0 = thread.ThreadState("thread_1")
-    events = thread.decide(s0, thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=1),
-                                                   list(messages)))
-    return fold(thread.evolve, s0, events)
+    return fold(thread.evolve, s0, thread.decide(s0, create(messages)))
 
 
 class TestThread:
     def test_create_with_messages_emits_created_then_each_message(self):
         s0 = thread.ThreadState("thread_1")
-        created = ThreadCreated(thread_id="thread_1", project=P, created_at=1)
-        events = thread.decide(s0, thread.CreateThread(created, [msg(1), msg(2)]))
-        assert events == [created, msg(1), msg(2)]
+        events = thread.decide(s0, thread.CreateThread(project=P, at=1, metadata={"k": "v"}, messages=[new(1), new(2)]))
+        assert events == [ThreadCreated(thread_id="thread_1", project=P, created_at=1, metadata={"k": "v"}),
+                          msg(1), msg(2)]
         s = fold(thread.evolve, s0, events)
         assert (s.version, s.project, s.message_count, s.deleted) == (3, P, 2, False)
 
     def test_create_twice_is_a_no_op(self):
         s = created_thread()
-        assert thread.decide(s, thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=2))) == []
+        assert thread.decide(s, create(at=2)) == []
 
     @pytest.mark.parametrize("cmd", [
         thread.UpdateThread(P, metadata={"a": "b"}),
         thread.DeleteThread(P),
-        thread.AddMessage(P, msg()),
+        thread.AddMessage(P, 1, new()),
         thread.UpdateMessage(P, "msg_0", {"a": "b"}),
         thread.DeleteMessage(P, "msg_0"),
     ])
@@ -66,7 +75,7 @@ class TestThread:
 
     def test_add_update_delete_message(self):
         s = created_thread()
-        events = thread.decide(s, thread.AddMessage(P, msg(7)))
+        events = thread.decide(s, thread.AddMessage(P, 1, new(7)))
         assert events == [msg(7)]
         s = fold(thread.evolve, s, events)
         assert s.message_count == 1
@@ -94,18 +103,17 @@ class TestThread:
     def test_message_limit_is_exact(self):
         s = created_thread()
         s.message_count = thread.MAX_MESSAGES - 1
-        s = fold(thread.evolve, s, thread.decide(s, thread.AddMessage(P, msg(1))))
+        s = fold(thread.evolve, s, thread.decide(s, thread.AddMessage(P, 1, new(1))))
         assert s.message_count == thread.MAX_MESSAGES
         with pytest.raises(InvalidRequest, match="at most 100000"):
-            thread.decide(s, thread.AddMessage(P, msg(2)))
+            thread.decide(s, thread.AddMessage(P, 1, new(2)))
         # Deleting one makes room again.
         s = fold(thread.evolve, s, [MessageDeleted(message_id="msg_1")])
-        assert thread.decide(s, thread.AddMessage(P, msg(3))) == [msg(3)]
+        assert thread.decide(s, thread.AddMessage(P, 1, new(3))) == [msg(3)]
 
     def test_create_with_too_many_messages_is_refused(self):
         s0 = thread.ThreadState("thread_1")
-        too_many = thread.CreateThread(ThreadCreated(thread_id="thread_1", project=P, created_at=1),
-                                       [msg(0)] * (thread.MAX_MESSAGES + 1))
+        too_many = create([new(0)] * (thread.MAX_MESSAGES + 1))
         with pytest.raises(InvalidRequest):
             thread.decide(s0, too_many)
 
@@ -129,11 +137,11 @@ class TestAgent:
 
     def test_lifecycle(self):
         s0 = agent.AgentState("asst_1")
-        events = agent.decide(s0, agent.CreateAgent(self.created()))
+        events = agent.decide(s0, agent.CreateAgent(P, 1, agent.AgentSettings(model="m")))
+        assert events == [self.created()]
         s = fold(agent.evolve, s0, events)
         assert (s.version, s.project) == (1, P)
-        change = AgentUpdated(agent_id="asst_1", name="n")
-        assert agent.decide(s, agent.UpdateAgent(P, change)) == [change]
+        assert agent.decide(s, agent.UpdateAgent(P, {"name": "n"})) == [AgentUpdated(agent_id="asst_1", name="n")]
         events = agent.decide(s, agent.DeleteAgent(P))
         assert events == [AgentDeleted(agent_id="asst_1")]
         s = fold(agent.evolve, s, events)
@@ -144,15 +152,17 @@ class TestAgent:
         s = fold(agent.evolve, agent.AgentState("asst_1"), [self.created()])
         for state, project in ((s, "other"), (agent.AgentState("asst_1"), P)):
             with pytest.raises(NotFound):
-                agent.decide(state, agent.UpdateAgent(project, AgentUpdated(agent_id="asst_1")))
+                agent.decide(state, agent.UpdateAgent(project, {}))
 
 
 class TestFile:
     def test_lifecycle(self):
-        up = FileUploaded(file_id="file-1", project=P, created_at=1, filename="a", purpose="assistants",
-                          bytes=3, sha256="x")
         s0 = file.FileState("file-1")
-        s = fold(file.evolve, s0, file.decide(s0, file.UploadFile(up)))
+        events = file.decide(s0, file.UploadFile(project=P, at=1, filename="a", purpose="assistants", bytes=3,
+                                                 sha256="x", lifetime=60))
+        assert events == [FileUploaded(file_id="file-1", project=P, created_at=1, filename="a", purpose="assistants",
+                                       bytes=3, sha256="x", expires_at=61)]
+        s = fold(file.evolve, s0, events)
         with pytest.raises(NotFound):
             file.decide(s, file.DeleteFile("other"))
         events = file.decide(s, file.DeleteFile(P))

@@ -14,6 +14,7 @@ from events.types import (
 from service.domain import run as runs
 from service.domain import thread
 from service.domain.facts import RunStatus
+from service.domain.messages import NewMessage
 from service.domain.errors import InvalidRequest, NotFound
 
 T, P, R = "thread_1", "proj", "run_1"
@@ -29,14 +30,18 @@ def fold(state, events):
     return state
 
 
-def run_created(run_id=R, expires_at=1000):
-    return RunCreated(run_id=run_id, thread_id=T, assistant_id="asst_1", created_at=1, expires_at=expires_at,
-                      model="m", instructions="")
+def create_run(run_id=R, expires_at=1000, messages=()):
+    return runs.CreateRun(project=P, run_id=run_id, at=1, expires_at=expires_at,
+                          settings=runs.RunSettings(assistant_id="asst_1", model="m", instructions=""),
+                          messages=list(messages))
 
 
-def reply(mid="msg_r"):
-    return MessageCreated(message_id=mid, thread_id=T, created_at=2, role="assistant", content=[],
-                          run_id=R, status="in_progress")
+def open_reply(mid="msg_r", step_id="step_m"):
+    return runs.OpenMessage(R, step_id, mid, 2, "asst_1")
+
+
+def new_message(mid="msg_u"):
+    return NewMessage(message_id=mid, role="user", content=[])
 
 
 def step(state, cmd):
@@ -48,7 +53,7 @@ def step(state, cmd):
 @pytest.fixture
 def queued():
     base = fold(thread.ThreadState(T), [ThreadCreated(thread_id=T, project=P, created_at=0)])
-    state, _ = step(base, runs.CreateRun(P, run_created()))
+    state, _ = step(base, create_run())
     return state
 
 
@@ -59,7 +64,7 @@ def in_progress(queued):
 
 @pytest.fixture
 def writing(in_progress):
-    return step(in_progress, runs.OpenMessage(R, "step_m", reply()))[0]
+    return step(in_progress, open_reply())[0]
 
 
 @pytest.fixture
@@ -74,21 +79,23 @@ def types(events):
 class TestCreating:
     def test_create_queues_the_run_after_its_additional_messages(self):
         base = fold(thread.ThreadState(T), [ThreadCreated(thread_id=T, project=P, created_at=0)])
-        extra = MessageCreated(message_id="msg_x", thread_id=T, created_at=1, role="user", content=[])
-        state, events = step(base, runs.CreateRun(P, run_created(), [extra]))
+        state, events = step(base, create_run(messages=[new_message("msg_x")]))
         assert types(events) == ["MessageCreated", "RunCreated"]
+        assert events[0] == MessageCreated(message_id="msg_x", thread_id=T, created_at=1, role="user", content=[])
+        assert events[1] == RunCreated(run_id=R, thread_id=T, assistant_id="asst_1", created_at=1, expires_at=1000,
+                                       model="m", instructions="")
         assert state.active_run == runs.ActiveRun(R, "queued", 1000) and state.message_count == 1
 
     def test_a_second_run_and_new_messages_are_refused_while_one_is_active(self, queued):
         for state in (queued, step(queued, runs.StartRun(R, 2))[0]):
             with pytest.raises(InvalidRequest, match=f"Thread {T} already has an active run {R}."):
-                thread.decide(state, runs.CreateRun(P, run_created("run_2")))
+                thread.decide(state, create_run("run_2"))
             with pytest.raises(InvalidRequest, match=f"Can't add messages to {T} while a run {R} is active."):
-                thread.decide(state, thread.AddMessage(P, reply("msg_u")))
+                thread.decide(state, thread.AddMessage(P, 2, new_message()))
 
     def test_runs_on_a_missing_or_foreign_thread_are_not_found(self, queued):
         with pytest.raises(NotFound):
-            thread.decide(thread.ThreadState(T), runs.CreateRun(P, run_created()))
+            thread.decide(thread.ThreadState(T), create_run())
         with pytest.raises(NotFound):
             thread.decide(queued, runs.CancelRun("other", R, 5))
 
@@ -97,8 +104,10 @@ class TestEngineSteps:
     def test_a_single_turn_run(self, queued):
         state, events = step(queued, runs.StartRun(R, 2))
         assert types(events) == ["RunStarted"] and state.active_run.status == "in_progress"
-        state, events = step(state, runs.OpenMessage(R, "step_m", reply()))
+        state, events = step(state, open_reply())
         assert types(events) == ["RunStepCreated", "MessageCreated"]
+        assert events[1] == MessageCreated(message_id="msg_r", thread_id=T, created_at=2, role="assistant", content=[],
+                                           assistant_id="asst_1", run_id=R, status="in_progress")
         assert (state.active_run.step_id, state.active_run.message_id) == ("step_m", "msg_r")
         state, events = step(state, runs.AppendText(R, "msg_r", 0, "Hel"))
         assert events == [MessageTextAppended(message_id="msg_r", run_id=R, index=0, text="Hel")]
@@ -113,7 +122,7 @@ class TestEngineSteps:
         assert thread.decide(writing, runs.StartRun(R, 3)) == []
         assert thread.decide(writing, runs.AppendText(R, "msg_other", 0, "x")) == []
         assert thread.decide(writing, runs.AppendText(R, "msg_r", 0, "")) == []
-        assert thread.decide(writing, runs.OpenMessage(R, "step_2", reply("msg_2"))) == []
+        assert thread.decide(writing, open_reply("msg_2", "step_2")) == []
 
     def test_commands_for_another_or_ended_run_decide_nothing(self, writing):
         for cmd in (runs.StartRun("run_2", 3), runs.AppendText("run_2", "msg_r", 0, "x"),
@@ -141,7 +150,7 @@ class TestEngineSteps:
         assert isinstance(executed, ToolCallsExecuted) and executed.tool_calls == [RAN] and executed.usage == USAGE
         assert state.active_run.status == "in_progress" and state.active_run.step_id is None
         # The next turn writes its reply: the run was not parked for the client.
-        assert types(step(state, runs.OpenMessage(R, "step_m", reply()))[1]) == ["RunStepCreated", "MessageCreated"]
+        assert types(step(state, open_reply())[1]) == ["RunStepCreated", "MessageCreated"]
 
     def test_a_step_with_calls_of_both_kinds_waits_only_for_the_clients(self, in_progress):
         opened = step(in_progress, runs.OpenToolCalls(R, "step_t", 3))[0]
@@ -276,7 +285,7 @@ def test_every_ending_unlocks_the_thread(writing):
     for ending in endings:
         state = thread.evolve(writing, ending)
         assert state.active_run is None
-        assert thread.decide(state, thread.AddMessage(P, reply("msg_new"))) != []
+        assert thread.decide(state, thread.AddMessage(P, 2, new_message("msg_new"))) != []
 
 
 def test_snapshot_roundtrip_keeps_the_active_run(requires_action):
@@ -320,8 +329,7 @@ def test_a_run_takes_what_the_request_gives_else_the_assistants_settings_else_th
     assistant = {"model": "gpt-4o", "instructions": "Be terse.", "tools": [{"type": "function"}],
                  "temperature": 0.0, "top_p": 0.5, "response_format": {"type": "json_object"},
                  "reasoning_effort": "low"}
-    ids = dict(run_id="run_1", thread_id="t1", created_at=10, expires_at=610,
-               truncation={"type": "auto", "last_messages": None})
+    ids = dict(truncation={"type": "auto", "last_messages": None})
     inherited = runs.run_settings(assistant, {"assistant_id": "a1", "model": None, "temperature": None}, **ids)
     assert (inherited.model, inherited.instructions, inherited.tools, inherited.temperature, inherited.top_p,
             inherited.response_format, inherited.reasoning_effort) == (
@@ -344,4 +352,4 @@ def test_a_command_on_a_past_run_asks_for_its_status_and_one_on_the_active_run_d
     assert thread.needs(queued, runs.CancelRun(P, R, 5)) == ()
     assert thread.needs(queued, runs.UpdateRun(P, "run_old", {})) == (RunStatus("run_old"),)
     assert thread.needs(queued, runs.SubmitToolOutputs(P, "run_old", [], 4)) == (RunStatus("run_old"),)
-    assert thread.needs(queued, thread.AddMessage(P, None)) == ()
+    assert thread.needs(queued, thread.AddMessage(P, 2, new_message())) == ()

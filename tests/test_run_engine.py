@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import Client
 from conftest import test_config as make_config
 from events.store import EventStore
-from events.types import MessageCreated, TextPart, TextValue
+from events.types import TextPart, TextValue
 from fake_openai import FakeOpenAI, FakeToolCall, error_reply, text_reply, tool_calls_reply
 from projections import queries
 from projections.projector import SERVICE_PROJECTIONS
@@ -21,6 +21,7 @@ from service.actors import ActorRegistry
 from service.api.http import SERVICES
 from service.app import create_app
 from service.domain import thread as thread_domain
+from service.domain.messages import NewMessage
 from service.ids import new_id, now
 from service.runs.tail import TailCache
 from test_runs_api import wait_run
@@ -279,9 +280,8 @@ async def test_a_run_sees_what_another_process_wrote_to_the_thread(api, fake, db
     try:
         project = api.http.server.app[SERVICES].actors._actors[tid].state.project
         await other.ask(tid, thread_domain.DeleteMessage(project, first["id"]))
-        await other.ask(tid, thread_domain.AddMessage(project, MessageCreated(
-            message_id=new_id("msg_"), thread_id=tid, created_at=now(), role="user",
-            content=[TextPart(TextValue("from elsewhere"))])))
+        await other.ask(tid, thread_domain.AddMessage(project, now(), NewMessage(
+            message_id=new_id("msg_"), role="user", content=[TextPart(TextValue("from elsewhere"))])))
     finally:
         await other.close()
         await other_store.close()

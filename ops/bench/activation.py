@@ -23,12 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from events.store import EventStore  # noqa: E402
-from events.types import MessageCreated, TextPart, TextValue, ThreadCreated  # noqa: E402
+from events.types import TextPart, TextValue  # noqa: E402
 from projections import queries  # noqa: E402
 from projections.projector import SERVICE_PROJECTIONS  # noqa: E402
 from service import database  # noqa: E402
 from service.actors import ActorRegistry, load_thread  # noqa: E402
 from service.domain import thread  # noqa: E402
+from service.domain.messages import NewMessage  # noqa: E402
 from service.ids import new_id  # noqa: E402
 
 PROJECT = "bench"
@@ -45,9 +46,9 @@ async def median_ms(fn, repeat: int) -> float:
 
 async def make_thread(registry: ActorRegistry, n: int) -> tuple[str, list[str]]:
     tid = new_id("thread_")
-    msgs = [MessageCreated(message_id=new_id("msg_"), thread_id=tid, created_at=1, role="user",
-                           content=[TextPart(TextValue(f"message {i}"))]) for i in range(n)]
-    await registry.ask(tid, thread.CreateThread(ThreadCreated(thread_id=tid, project=PROJECT, created_at=1), msgs))
+    msgs = [NewMessage(message_id=new_id("msg_"), role="user", content=[TextPart(TextValue(f"message {i}"))])
+            for i in range(n)]
+    await registry.ask(tid, thread.CreateThread(project=PROJECT, at=1, messages=msgs))
     return tid, [m.message_id for m in msgs]
 
 

@@ -235,11 +235,12 @@ class RunsBench(Bench):
     async def _make_deep(self, project: str, n: int) -> str:
         """A thread with n user messages, written through a thread actor in this process."""
         from events.store import EventStore
-        from events.types import MessageCreated, TextPart, TextValue, ThreadCreated
+        from events.types import TextPart, TextValue
         from projections.projector import SERVICE_PROJECTIONS
         from service import database
         from service.actors import ActorRegistry
         from service.domain import thread
+        from service.domain.messages import NewMessage
         from service.ids import new_id, now
 
         pool = await database.connect(self.dsn, 4)
@@ -248,10 +249,9 @@ class RunsBench(Bench):
         try:
             tid = new_id("thread_")
             at = now()
-            msgs = [MessageCreated(message_id=new_id("msg_"), thread_id=tid, created_at=at, role="user",
-                                   content=[TextPart(TextValue(f"{CONTENT} ({i})"))]) for i in range(n)]
-            await registry.ask(tid, thread.CreateThread(ThreadCreated(thread_id=tid, project=project, created_at=at),
-                                                        msgs))
+            msgs = [NewMessage(message_id=new_id("msg_"), role="user", content=[TextPart(TextValue(f"{CONTENT} ({i})"))])
+                    for i in range(n)]
+            await registry.ask(tid, thread.CreateThread(project=project, at=at, messages=msgs))
             return tid
         finally:
             await registry.close()

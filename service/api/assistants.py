@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from events.types import AgentCreated, AgentUpdated
 from projections import queries
 from projections.objects import DeletionStatus, assistant_from
 from service.actors import execute
@@ -22,16 +21,14 @@ async def create_assistant(request: web.Request, body: CreateAssistantRequest) -
     check_tools(request, body.tools)
     check_tool_resources(request, body.tool_resources)
     check_response_format(body.response_format)
-    agent_id = new_id("asst_")
-    created = AgentCreated(
-        agent_id=agent_id, project=ctx.project, created_at=now(), model=body.model, name=body.name,
-        description=body.description, instructions=body.instructions, tools=body.tools,
-        tool_resources=body.tool_resources or {}, metadata=body.metadata or {},
+    settings = agent.AgentSettings(
+        model=body.model, name=body.name, description=body.description, instructions=body.instructions,
+        tools=body.tools, tool_resources=body.tool_resources or {}, metadata=body.metadata or {},
         temperature=body.temperature, top_p=body.top_p, response_format=body.response_format,
         reasoning_effort=body.reasoning_effort)
-    tl = services(request)
-    await execute(tl.store, agent.DECIDER, agent_id, agent.CreateAgent(created), ctx.meta("create_assistant"))
-    return json_ok(assistant_from(created))
+    _, recorded = await execute(services(request).store, agent.DECIDER, new_id("asst_"),
+                                agent.CreateAgent(ctx.project, now(), settings), ctx.meta("create_assistant"))
+    return json_ok(assistant_from(recorded[0].event))
 
 
 async def list_assistants(request: web.Request) -> web.Response:
@@ -62,8 +59,7 @@ async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -
     if fields.get("tool_resources", msgspec.UNSET) is None:
         fields["tool_resources"] = {}
     tl = services(request)
-    await execute(tl.store, agent.DECIDER, agent_id, agent.UpdateAgent(ctx.project, AgentUpdated(agent_id=agent_id, **fields)),
-                  ctx.meta("update_assistant"))
+    await execute(tl.store, agent.DECIDER, agent_id, agent.UpdateAgent(ctx.project, fields), ctx.meta("update_assistant"))
     return await get_assistant(request)
 
 

@@ -14,7 +14,6 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from events.store import Append, EventMetadata, EventStore, write_appends
-from events.types import FileUploaded
 from projections import queries
 from projections.objects import DeletionStatus, File, file_from
 from service.actors import execute
@@ -89,12 +88,10 @@ async def upload_file(request: web.Request) -> web.Response:
         if purpose not in PURPOSES:
             raise ApiError(400, f"Invalid value for 'purpose': '{purpose[:64]}' is not one of {', '.join(PURPOSES)}.",
                            param="purpose")
-        lifetime = _expires_after(expires_after)
-        created = now()
-        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=created, filename=filename,
-                                purpose=purpose, bytes=size, sha256=sha.hexdigest(),
-                                expires_at=None if lifetime is None else created + lifetime)
-        events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
+        command = file_domain.UploadFile(project=ctx.project, at=now(), filename=filename, purpose=purpose, bytes=size,
+                                        sha256=sha.hexdigest(), lifetime=_expires_after(expires_after))
+        events = file_domain.decide(file_domain.FileState(file_id), command)
+        uploaded = events[0]
         await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("upload_file"))], tl.store.projections)
     return json_ok(file_from(uploaded))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from events.types import (
-    ContentPart, ImageFilePart, ImageUrlPart, MessageCreated, TextPart, TextValue,
+    ContentPart, ImageFilePart, ImageUrlPart, TextPart, TextValue,
 )
 from projections import queries
 from projections.objects import DeletionStatus, message_from
@@ -17,6 +17,7 @@ from service.api.requests import (
 )
 from service.api.tool_checks import check_attachments
 from service.domain import thread
+from service.domain.messages import NewMessage
 from service.ids import new_id, now
 
 
@@ -35,9 +36,8 @@ def _content(content: str | list) -> list[ContentPart]:
     return parts
 
 
-async def new_message(request: web.Request, thread_id: str, body: CreateMessageRequest,
-                      param: str = "") -> MessageCreated:
-    """A MessageCreated for the thread, once every file it names is known to this project."""
+async def new_message(request: web.Request, body: CreateMessageRequest, param: str = "") -> NewMessage:
+    """The message a client adds, once every file it names is known to this project."""
     content = _content(body.content)
     attachments = body.attachments or []
     check_attachments(request, attachments, f"{param}.attachments" if param else "attachments")
@@ -48,17 +48,17 @@ async def new_message(request: web.Request, thread_id: str, body: CreateMessageR
         for file_id in wanted:
             if file_id not in found:
                 raise ApiError(400, f"No file found with id '{file_id}'.", param=param or None)
-    return MessageCreated(message_id=new_id("msg_"), thread_id=thread_id, created_at=now(), role=body.role,
-                          content=content, attachments=attachments, metadata=body.metadata or {})
+    return NewMessage(message_id=new_id("msg_"), role=body.role, content=content, attachments=attachments,
+                      metadata=body.metadata or {})
 
 
 async def create_message(request: web.Request, body: CreateMessageRequest) -> web.Response:
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
-    message = await new_message(request, thread_id, body)
-    await services(request).actors.ask(thread_id, thread.AddMessage(ctx.project, message),
-                                       ctx.meta("create_message"))
-    return json_ok(message_from(message))
+    message = await new_message(request, body)
+    _, recorded = await services(request).actors.ask(thread_id, thread.AddMessage(ctx.project, now(), message),
+                                                     ctx.meta("create_message"))
+    return json_ok(message_from(recorded[-1].event))
 
 
 async def list_messages(request: web.Request) -> web.Response:

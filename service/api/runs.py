@@ -7,7 +7,6 @@ import asyncio
 import msgspec
 from aiohttp import web
 
-from events.types import RunCreated, ThreadCreated
 from projections import queries
 from service.api.errors import ApiError, not_found
 from service.api.http import ctx_of, page_request, raw_ok, services
@@ -39,9 +38,10 @@ def _check_include(request: web.Request) -> list[str]:
     return values
 
 
-async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
-                       additional_instructions: str | None = None) -> RunCreated:
-    """The run's effective settings: the assistant's, overridden by the request."""
+async def _run_settings(request: web.Request, body: RunSettings,
+                        additional_instructions: str | None = None) -> runs.RunSettings:
+    """The run's effective settings: the assistant's, overridden by the request, once every tool
+    in them is one this server runs."""
     ctx = ctx_of(request)
     raw = await services(request).agents.get(services(request).db, ctx.project, body.assistant_id)
     if raw is None:
@@ -51,11 +51,8 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
     if truncation["type"] == "last_messages" and truncation["last_messages"] is None:
         raise ApiError(400, "Missing required parameter: 'truncation_strategy.last_messages'.",
                        param="truncation_strategy.last_messages")
-    created = now()
-    run = runs.run_settings(msgspec.json.decode(raw), msgspec.structs.asdict(body), run_id=new_id("run_"),
-                            thread_id=thread_id, created_at=created,
-                            expires_at=created + services(request).config.run_expiry_seconds,
-                            truncation=truncation, additional_instructions=additional_instructions)
+    run = runs.run_settings(msgspec.json.decode(raw), msgspec.structs.asdict(body), truncation=truncation,
+                            additional_instructions=additional_instructions)
     # Also the assistant's own tools: one stored before this server refused what it does not run
     # (or under THREADLINE_ALLOW_UNEXECUTED_TOOLS) must not run as if it had none.
     check_tools(request, run.tools)
@@ -65,15 +62,23 @@ async def _run_created(request: web.Request, thread_id: str, body: RunSettings,
     return run
 
 
+def _create(request: web.Request, settings: runs.RunSettings, messages=()) -> runs.CreateRun:
+    at = now()
+    return runs.CreateRun(project=ctx_of(request).project, run_id=new_id("run_"), at=at,
+                          expires_at=at + services(request).config.run_expiry_seconds, settings=settings,
+                          messages=list(messages))
+
+
 async def create_run(request: web.Request, body: CreateRunRequest) -> web.StreamResponse:
     _check_include(request)
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
-    run = await _run_created(request, thread_id, body, body.additional_instructions)
-    messages = [await new_message(request, thread_id, m, f"additional_messages[{i}]")
+    settings = await _run_settings(request, body, body.additional_instructions)
+    messages = [await new_message(request, m, f"additional_messages[{i}]")
                 for i, m in enumerate(body.additional_messages or [])]
     tl = services(request)
-    _, recorded = await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run, messages), ctx.meta("create_run"))
+    run = _create(request, settings, messages)
+    _, recorded = await tl.actors.ask(thread_id, run, ctx.meta("create_run"))
     tl.engine.submit(thread_id, run.run_id)
     if body.stream:
         # The first frames come from what was just committed: no log read before the first byte.
@@ -84,18 +89,18 @@ async def create_run(request: web.Request, body: CreateRunRequest) -> web.Stream
 async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRequest) -> web.StreamResponse:
     ctx = ctx_of(request)
     thread_id = new_id("thread_")
-    run = await _run_created(request, thread_id, body)      # refuses a bad request before anything is made
+    settings = await _run_settings(request, body)      # refuses a bad request before anything is made
     spec = body.thread
     if spec is not None:
         check_tool_resources(request, spec.tool_resources, "thread.tool_resources")
-    created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
-                            metadata=(spec.metadata if spec else None) or {},
-                            tool_resources=(spec.tool_resources if spec else None) or {})
-    messages = [await new_message(request, thread_id, m, f"thread.messages[{i}]")
+    messages = [await new_message(request, m, f"thread.messages[{i}]")
                 for i, m in enumerate(spec.messages if spec else [])]
     tl = services(request)
-    _, made = await tl.actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread_and_run"))
-    _, queued = await tl.actors.ask(thread_id, runs.CreateRun(ctx.project, run), ctx.meta("create_thread_and_run"))
+    create = thread.CreateThread(project=ctx.project, at=now(), metadata=(spec.metadata if spec else None) or {},
+                                 tool_resources=(spec.tool_resources if spec else None) or {}, messages=messages)
+    _, made = await tl.actors.ask(thread_id, create, ctx.meta("create_thread_and_run"))
+    run = _create(request, settings)
+    _, queued = await tl.actors.ask(thread_id, run, ctx.meta("create_thread_and_run"))
     tl.engine.submit(thread_id, run.run_id)
     if body.stream:
         return await sdk_stream(request, thread_id, run.run_id, 0, with_thread=True, committed=made + queued)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from events.types import ThreadCreated
 from projections import queries
 from projections.objects import DeletionStatus, thread_from
 from service.api import audit
@@ -22,11 +21,11 @@ async def create_thread(request: web.Request, body: CreateThreadRequest) -> web.
     ctx = ctx_of(request)
     check_tool_resources(request, body.tool_resources)
     thread_id = new_id("thread_")
-    created = ThreadCreated(thread_id=thread_id, project=ctx.project, created_at=now(),
-                            metadata=body.metadata or {}, tool_resources=body.tool_resources or {})
-    messages = [await new_message(request, thread_id, m, f"messages[{i}]") for i, m in enumerate(body.messages)]
-    await services(request).actors.ask(thread_id, thread.CreateThread(created, messages), ctx.meta("create_thread"))
-    return json_ok(thread_from(created))
+    messages = [await new_message(request, m, f"messages[{i}]") for i, m in enumerate(body.messages)]
+    create = thread.CreateThread(project=ctx.project, at=now(), metadata=body.metadata or {},
+                                 tool_resources=body.tool_resources or {}, messages=messages)
+    _, recorded = await services(request).actors.ask(thread_id, create, ctx.meta("create_thread"))
+    return json_ok(thread_from(recorded[0].event))
 
 
 async def list_threads(request: web.Request) -> web.Response:

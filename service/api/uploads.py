@@ -18,7 +18,6 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from events.store import Append, write_appends
-from events.types import FileUploaded
 from projections.objects import File, file_from
 from service.api.errors import ApiError, not_found
 from service.api.files import CHUNK_BYTES, PURPOSES, _write_chunk, expire_files
@@ -169,11 +168,10 @@ async def complete_upload(request: web.Request, body: CompleteUploadRequest) -> 
         if leftover:
             await conn.execute("DELETE FROM blob_chunks WHERE blob_id = ANY($1::text[])", leftover)
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
-        created, lifetime = now(), row["file_expires_after"]
-        uploaded = FileUploaded(file_id=file_id, project=ctx.project, created_at=created, filename=row["filename"],
-                                purpose=row["purpose"], bytes=total, sha256=sha.hexdigest(),
-                                expires_at=None if lifetime is None else created + lifetime)
-        events = file_domain.decide(file_domain.FileState(file_id), file_domain.UploadFile(uploaded))
+        command = file_domain.UploadFile(project=ctx.project, at=now(), filename=row["filename"], purpose=row["purpose"],
+                                        bytes=total, sha256=sha.hexdigest(), lifetime=row["file_expires_after"])
+        events = file_domain.decide(file_domain.FileState(file_id), command)
+        uploaded = events[0]
         await write_appends(conn, [Append(file_domain.DECIDER.stream(file_id), 0, events, ctx.meta("complete_upload"))],
                             tl.store.projections)
         row = await conn.fetchrow("UPDATE uploads SET status = 'completed', file_id = $2 WHERE id = $1 RETURNING *",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from events.types import AgentCreated, AgentDeleted, AgentUpdated, Event
+from events.types import JSON, AgentCreated, AgentDeleted, AgentUpdated, Event
 from service.domain.decider import Decider
 from service.domain.errors import NotFound
 from service.domain.facts import Facts
@@ -17,13 +19,29 @@ class AgentState(msgspec.Struct):
     deleted: bool = False
 
 
+class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
+    model: str
+    name: str | None = None
+    description: str | None = None
+    instructions: str | None = None
+    tools: list[JSON] = []
+    tool_resources: JSON = {}
+    metadata: dict[str, str] = {}
+    temperature: float | None = None
+    top_p: float | None = None
+    response_format: str | JSON | None = None
+    reasoning_effort: str | None = None
+
+
 class CreateAgent(msgspec.Struct, frozen=True):
-    created: AgentCreated
+    project: str
+    at: int
+    settings: AgentSettings
 
 
 class UpdateAgent(msgspec.Struct, frozen=True):
     project: str
-    changes: AgentUpdated
+    changes: dict[str, Any]     # the settings to change, by name (AgentUpdated's fields)
 
 
 class DeleteAgent(msgspec.Struct, frozen=True):
@@ -37,11 +55,14 @@ def _require(state: AgentState, project: str) -> None:
 
 def decide(state: AgentState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B006 - agents need none
     match cmd:
-        case CreateAgent(created=created):
-            return [created] if state.version == 0 else []
+        case CreateAgent(project=project, at=at, settings=settings):
+            if state.version != 0:
+                return []
+            return [AgentCreated(agent_id=state.agent_id, project=project, created_at=at,
+                                 **msgspec.structs.asdict(settings))]
         case UpdateAgent(project=project, changes=changes):
             _require(state, project)
-            return [changes]
+            return [AgentUpdated(agent_id=state.agent_id, **changes)]
         case DeleteAgent(project=project):
             _require(state, project)
             return [AgentDeleted(agent_id=state.agent_id)]

@@ -17,8 +17,14 @@ class FileState(msgspec.Struct):
     deleted: bool = False
 
 
-class UploadFile(msgspec.Struct, frozen=True):
-    uploaded: FileUploaded
+class UploadFile(msgspec.Struct, frozen=True, kw_only=True):
+    project: str
+    at: int
+    filename: str
+    purpose: str
+    bytes: int
+    sha256: str
+    lifetime: int | None = None     # seconds from `expires_after`: the file is deleted then
 
 
 class DeleteFile(msgspec.Struct, frozen=True):
@@ -27,8 +33,12 @@ class DeleteFile(msgspec.Struct, frozen=True):
 
 def decide(state: FileState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B006 - files need none
     match cmd:
-        case UploadFile(uploaded=uploaded):
-            return [uploaded] if state.version == 0 else []
+        case UploadFile(at=at, lifetime=lifetime):
+            if state.version != 0:
+                return []
+            return [FileUploaded(file_id=state.file_id, project=cmd.project, created_at=at, filename=cmd.filename,
+                                 purpose=cmd.purpose, bytes=cmd.bytes, sha256=cmd.sha256,
+                                 expires_at=None if lifetime is None else at + lifetime)]
         case DeleteFile(project=project):
             if state.project != project or state.deleted:
                 raise NotFound("file", state.file_id)

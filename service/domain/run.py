@@ -24,6 +24,7 @@ from events.types import (
 )
 from service.domain.errors import InvalidRequest, NotFound
 from service.domain.facts import Facts, RunStatus
+from service.domain.messages import NewMessage
 
 ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 MAX_REQUEUES = 3   # a run whose executing process keeps dying fails rather than loop forever
@@ -43,10 +44,32 @@ class ActiveRun(msgspec.Struct):
 
 # --- commands from clients ---------------------------------------------------------------------
 
-class CreateRun(msgspec.Struct, frozen=True):
+class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's effective settings: what the request gave over the assistant's (run_settings)."""
+    assistant_id: str
+    model: str
+    instructions: str
+    tools: list[JSON] = []
+    tool_resources: JSON = {}
+    metadata: dict[str, str] = {}
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: JSON = msgspec.field(default_factory=lambda: {"type": "auto", "last_messages": None})
+    response_format: str | JSON | None = "auto"
+    tool_choice: str | JSON | None = "auto"
+    parallel_tool_calls: bool = True
+    reasoning_effort: str | None = None
+
+
+class CreateRun(msgspec.Struct, frozen=True, kw_only=True):
     project: str
-    run: RunCreated
-    messages: list[MessageCreated] = []     # additional_messages, added before the run
+    run_id: str
+    at: int
+    expires_at: int
+    settings: RunSettings
+    messages: list[NewMessage] = []     # additional_messages, added before the run
 
 
 class UpdateRun(msgspec.Struct, frozen=True):
@@ -76,9 +99,12 @@ class StartRun(msgspec.Struct, frozen=True):
 
 
 class OpenMessage(msgspec.Struct, frozen=True):
+    """The model began its reply: a message of the assistant's, in progress."""
     run_id: str
     step_id: str
-    message: MessageCreated
+    message_id: str
+    at: int
+    assistant_id: str | None = None
 
 
 class AppendText(msgspec.Struct, frozen=True):
@@ -151,16 +177,16 @@ def _given(requested: Mapping[str, Any], name: str, otherwise: Any) -> Any:
     return value if value is not None else otherwise
 
 
-def run_settings(assistant: JSON, requested: Mapping[str, Any], *, run_id: str, thread_id: str, created_at: int,
-                 expires_at: int, truncation: JSON, additional_instructions: str | None = None) -> RunCreated:
+def run_settings(assistant: JSON, requested: Mapping[str, Any], *, truncation: JSON,
+                 additional_instructions: str | None = None) -> RunSettings:
     """A new run's effective settings: what the request gives (None: not given), else the
     assistant's, else the API's defaults; additional instructions are appended to the instructions."""
     instructions = _given(requested, "instructions", assistant.get("instructions") or "")
     if additional_instructions:
         instructions = f"{instructions}\n\n{additional_instructions}" if instructions else additional_instructions
-    return RunCreated(
-        run_id=run_id, thread_id=thread_id, assistant_id=requested["assistant_id"], created_at=created_at,
-        expires_at=expires_at, model=requested.get("model") or assistant["model"], instructions=instructions,
+    return RunSettings(
+        assistant_id=requested["assistant_id"], model=requested.get("model") or assistant["model"],
+        instructions=instructions,
         tools=_given(requested, "tools", assistant.get("tools") or []),
         tool_resources=_given(requested, "tool_resources", assistant.get("tool_resources") or {}),
         metadata=requested.get("metadata") or {},
@@ -218,9 +244,11 @@ def _require_known(run_id: str, active: ActiveRun | None, run_status: str | None
 
 def decide_client(thread_id: str, active: ActiveRun | None, cmd: Any, facts: Facts) -> list[Event]:
     match cmd:
-        case CreateRun(run=run, messages=messages):
+        case CreateRun(run_id=run_id, at=at, expires_at=expires_at, settings=settings, messages=messages):
             thread_is_free(thread_id, active, adding="run")
-            return [*messages, run]
+            run = RunCreated(run_id=run_id, thread_id=thread_id, created_at=at, expires_at=expires_at,
+                             **msgspec.structs.asdict(settings))
+            return [*(m.created(thread_id, at) for m in messages), run]
         case UpdateRun(run_id=run_id, metadata=metadata):
             _require_known(run_id, active, facts.get(RunStatus(run_id)))
             return [RunUpdated(run_id=run_id, metadata=metadata)]
@@ -265,17 +293,19 @@ def _outputs_submitted(active: ActiveRun, outputs: list[JSON], at: int) -> ToolO
                                 usage=active.step_usage)
 
 
-def decide_engine(active: ActiveRun | None, cmd: Any) -> list[Event]:
+def decide_engine(thread_id: str, active: ActiveRun | None, cmd: Any) -> list[Event]:
     if active is None or active.run_id != cmd.run_id:
         return []   # ended, or the thread moved on: nothing left to do for this command
     match cmd:
         case StartRun(at=at):
             return [RunStarted(run_id=active.run_id, started_at=at)] if active.status == "queued" else []
-        case OpenMessage(step_id=step_id, message=message):
+        case OpenMessage(step_id=step_id, message_id=message_id, at=at, assistant_id=assistant_id):
             if active.status != "in_progress" or active.message_id is not None:
                 return []
-            return [RunStepCreated(step_id=step_id, run_id=active.run_id, created_at=message.created_at,
-                                   type="message_creation", message_id=message.message_id), message]
+            message = MessageCreated(message_id=message_id, thread_id=thread_id, created_at=at, role="assistant",
+                                     content=[], assistant_id=assistant_id, run_id=active.run_id, status="in_progress")
+            return [RunStepCreated(step_id=step_id, run_id=active.run_id, created_at=at,
+                                   type="message_creation", message_id=message_id), message]
         case AppendText(message_id=message_id, index=index, text=text):
             if active.status != "in_progress" or active.message_id != message_id or not text:
                 return []

@@ -18,6 +18,7 @@ from service.domain import run as runs
 from service.domain.decider import Decider
 from service.domain.errors import InvalidRequest, NotFound
 from service.domain.facts import Facts, MessageExists, RunStatus
+from service.domain.messages import NewMessage
 
 MAX_MESSAGES = 100_000
 
@@ -32,9 +33,12 @@ class ThreadState(msgspec.Struct):
     erased: bool = False
 
 
-class CreateThread(msgspec.Struct, frozen=True):
-    created: ThreadCreated
-    messages: list[MessageCreated] = []
+class CreateThread(msgspec.Struct, frozen=True, kw_only=True):
+    project: str
+    at: int
+    metadata: dict[str, str] = {}
+    tool_resources: JSON = {}
+    messages: list[NewMessage] = []
 
 
 class UpdateThread(msgspec.Struct, frozen=True):
@@ -56,7 +60,8 @@ class EraseThread(msgspec.Struct, frozen=True):
 
 class AddMessage(msgspec.Struct, frozen=True):
     project: str
-    message: MessageCreated
+    at: int
+    message: NewMessage
 
 
 class UpdateMessage(msgspec.Struct, frozen=True):
@@ -99,18 +104,20 @@ def decide(state: ThreadState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: 
     if isinstance(cmd, runs.ENGINE_COMMANDS):
         if state.deleted:
             return []
-        return runs.decide_engine(state.active_run, cmd)
+        return runs.decide_engine(state.thread_id, state.active_run, cmd)
     if isinstance(cmd, runs.CLIENT_COMMANDS):
         _require_thread(state, cmd.project)
         if isinstance(cmd, runs.CreateRun):
             _require_room(state, len(cmd.messages))
         return runs.decide_client(state.thread_id, state.active_run, cmd, facts)
     match cmd:
-        case CreateThread(created=created, messages=messages):
+        case CreateThread(project=project, at=at, messages=messages):
             if state.version != 0:
                 return []
             _require_room(state, len(messages))
-            return [created, *messages]
+            return [ThreadCreated(thread_id=state.thread_id, project=project, created_at=at, metadata=cmd.metadata,
+                                  tool_resources=cmd.tool_resources),
+                    *(m.created(state.thread_id, at) for m in messages)]
         case UpdateThread(project=project, metadata=metadata, tool_resources=tool_resources):
             _require_thread(state, project)
             return [ThreadUpdated(thread_id=state.thread_id, metadata=metadata, tool_resources=tool_resources)]
@@ -122,14 +129,15 @@ def decide(state: ThreadState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: 
                 raise NotFound("thread", state.thread_id)
             if state.erased:
                 return []
-            ending = runs.decide_engine(state.active_run, runs.FinishRun(state.active_run.run_id, at, "failed", {})) \
+            ending = runs.decide_engine(state.thread_id, state.active_run,
+                                        runs.FinishRun(state.active_run.run_id, at, "failed", {})) \
                 if state.active_run is not None else []
             return [*ending, ThreadErased(thread_id=state.thread_id, erased_at=at, reason=reason)]
-        case AddMessage(project=project, message=message):
+        case AddMessage(project=project, at=at, message=message):
             _require_thread(state, project)
             runs.thread_is_free(state.thread_id, state.active_run, adding="messages")
             _require_room(state, 1)
-            return [message]
+            return [message.created(state.thread_id, at)]
         case UpdateMessage(project=project, message_id=message_id, metadata=metadata):
             _require_thread(state, project)
             if not facts.get(MessageExists(message_id), False):

@@ -265,13 +265,11 @@ class Execution:
         await self.finish(runs.FinishRun(self.run_id, now(), "incomplete", self.total_usage(), reason=reason))
 
     async def _open_message(self, run: dict) -> None:
-        message = MessageCreated(message_id=new_id("msg_"), thread_id=self.thread_id, created_at=now(),
-                                 role="assistant", content=[], assistant_id=run["assistant_id"], run_id=self.run_id,
-                                 status="in_progress")
-        active = await self.ask(runs.OpenMessage(self.run_id, new_id("step_"), message))
-        if active.message_id != message.message_id:
+        message_id = new_id("msg_")
+        active = await self.ask(runs.OpenMessage(self.run_id, new_id("step_"), message_id, now(), run["assistant_id"]))
+        if active.message_id != message_id:
             raise Stop()
-        self.message_id = message.message_id
+        self.message_id = message_id
 
     async def _stream(self, chunks, run: dict, offer: Offer) -> tuple[list[dict], str | None, dict | None]:
         """Record the model's text as it comes; gather its tool calls. The pieces of a call the
