@@ -115,10 +115,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 # --- agent-… streams ---------------------------------------------------------------------------
 
-class AgentCreated(Event):
-    agent_id: str
-    project: str
-    created_at: int
+class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """An assistant's settings, as it is created with them (the domain's CreateAgent carries them)."""
     model: str
     name: str | None = None
     description: str | None = None
@@ -130,6 +128,12 @@ class AgentCreated(Event):
     top_p: float | None = None
     response_format: str | JSON | None = None
     reasoning_effort: str | None = None
+
+
+class AgentCreated(Event, AgentSettings):
+    agent_id: str
+    project: str
+    created_at: int
 
 
 class AgentUpdated(Event):
@@ -253,13 +257,10 @@ class MessageDeleted(Event):
 
 # --- runs: also in the thread's stream, so the thread's actor decides every transition --------
 
-class RunCreated(Event):
-    """A run, queued, with its effective settings (assistant defaults merged with overrides)."""
-    run_id: str
-    thread_id: str
+class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's effective settings: the assistant's defaults merged with the request's overrides
+    (the domain's run_settings)."""
     assistant_id: str
-    created_at: int
-    expires_at: int
     model: str
     instructions: Sealed
     tools: list[JSON] = []
@@ -274,6 +275,14 @@ class RunCreated(Event):
     tool_choice: str | JSON | None = "auto"
     parallel_tool_calls: bool = True
     reasoning_effort: str | None = None
+
+
+class RunCreated(Event, RunSettings):
+    """A run, queued, with its effective settings."""
+    run_id: str
+    thread_id: str
+    created_at: int
+    expires_at: int
 
     def describe(self) -> str:
         return f"run {self.run_id} queued: assistant {self.assistant_id}, model {self.model}"

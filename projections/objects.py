@@ -7,27 +7,16 @@ from typing import Any, Literal
 import msgspec
 
 from events.types import (
-    AgentCreated, Attachment, ContentPart, FileUploaded, MessageCreated, RunCreated, RunStepCreated,
+    AgentCreated, AgentSettings, Attachment, ContentPart, FileUploaded, MessageCreated, RunCreated, RunStepCreated,
     ThreadCreated,
 )
 
 JSON = dict[str, Any]
 
 
-class Assistant(msgspec.Struct):
+class Assistant(AgentSettings):
     id: str
     created_at: int
-    model: str
-    name: str | None = None
-    description: str | None = None
-    instructions: str | None = None
-    tools: list[JSON] = []
-    tool_resources: JSON = {}
-    metadata: dict[str, str] = {}
-    temperature: float | None = None
-    top_p: float | None = None
-    response_format: str | JSON | None = None
-    reasoning_effort: str | None = None
     object: Literal["assistant"] = "assistant"
 
 
@@ -134,14 +123,14 @@ class ListPage(msgspec.Struct):
     object: Literal["list"] = "list"
 
 
+_AGENT_SETTINGS = msgspec.structs.fields(AgentSettings)
+
+
 def assistant_from(e: AgentCreated) -> Assistant:
-    return Assistant(
-        id=e.agent_id, created_at=e.created_at, model=e.model, name=e.name, description=e.description,
-        instructions=e.instructions, tools=e.tools, tool_resources=e.tool_resources,
-        metadata=e.metadata, temperature=e.temperature, top_p=e.top_p,
-        response_format=e.response_format if e.response_format is not None else "auto",
-        reasoning_effort=e.reasoning_effort,
-    )
+    settings = {f.name: getattr(e, f.name) for f in _AGENT_SETTINGS}
+    if settings["response_format"] is None:
+        settings["response_format"] = "auto"
+    return Assistant(id=e.agent_id, created_at=e.created_at, **settings)
 
 
 def thread_from(e: ThreadCreated) -> Thread:

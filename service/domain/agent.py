@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from events.types import JSON, AgentCreated, AgentDeleted, AgentUpdated, Event
+from events.types import AgentCreated, AgentDeleted, AgentSettings, AgentUpdated, Event
 from service.domain.decider import Decider
 from service.domain.errors import NotFound
 from service.domain.facts import Facts
@@ -17,20 +17,6 @@ class AgentState(msgspec.Struct):
     version: int = 0
     project: str | None = None
     deleted: bool = False
-
-
-class AgentSettings(msgspec.Struct, frozen=True, kw_only=True):
-    model: str
-    name: str | None = None
-    description: str | None = None
-    instructions: str | None = None
-    tools: list[JSON] = []
-    tool_resources: JSON = {}
-    metadata: dict[str, str] = {}
-    temperature: float | None = None
-    top_p: float | None = None
-    response_format: str | JSON | None = None
-    reasoning_effort: str | None = None
 
 
 class CreateAgent(msgspec.Struct, frozen=True):

@@ -20,7 +20,8 @@ from events.types import (
     JSON, ContentPart, Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete,
     MessageTextAppended, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
     RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ToolCall, ToolCallArgumentsAppended, ToolCallsExecuted, ToolOutputsSubmitted,
+    RunSettings, RunStepEnded, RunUpdated, ToolCall, ToolCallArgumentsAppended, ToolCallsExecuted,
+    ToolOutputsSubmitted,
 )
 from service.domain.errors import InvalidRequest, NotFound
 from service.domain.facts import Facts, RunStatus
@@ -43,25 +44,6 @@ class ActiveRun(msgspec.Struct):
 
 
 # --- commands from clients ---------------------------------------------------------------------
-
-class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """A run's effective settings: what the request gave over the assistant's (run_settings)."""
-    assistant_id: str
-    model: str
-    instructions: str
-    tools: list[JSON] = []
-    tool_resources: JSON = {}
-    metadata: dict[str, str] = {}
-    temperature: float | None = None
-    top_p: float | None = None
-    max_prompt_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    truncation_strategy: JSON = msgspec.field(default_factory=lambda: {"type": "auto", "last_messages": None})
-    response_format: str | JSON | None = "auto"
-    tool_choice: str | JSON | None = "auto"
-    parallel_tool_calls: bool = True
-    reasoning_effort: str | None = None
-
 
 class CreateRun(msgspec.Struct, frozen=True, kw_only=True):
     project: str
