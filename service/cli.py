@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(config.log_format)
     _install_uvloop()
     if args.command == "serve":
-        configure_tracing()
+        configure_tracing(config)
         asyncio.run(_serve(config, args.host, args.port, args.tls_cert, args.tls_key))
     elif args.command == "keys":
         asyncio.run(_create_key(config, args.project))

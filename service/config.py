@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import ClassVar, Mapping
 from urllib.parse import urlsplit
 
 import msgspec
@@ -21,19 +22,29 @@ from service.auth import PROJECT_NAME_PATTERN
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / ".threadline"
 
 
+# Settings come in groups, one dataclass each; Config is all of them. A setting is read from its
+# group's prefix + its field name in capitals (THREADLINE_MAX_TOOL_ROUNDS), but for the few whose
+# names users already know (ENV_NAMES). A value that does not parse stops the start, naming it.
+
 @dataclass(frozen=True)
-class Config:
-    """Every setting, with its one default. Each is read from THREADLINE_<FIELD NAME> (ENV_NAMES
-    lists the exceptions); a value that does not parse stops the start, naming the variable."""
+class StorageSettings:
     database_url: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_file_bytes: int = 512 * 1024 * 1024
-    actor_idle_seconds: float = 300.0
-    max_actors: int = 10_000
     db_pool_size: int = 16
     upload_connections: int = 4
-    log_format: str = "auto"                 # auto (console on a terminal, else json), json, console
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_file_bytes: int = 512 * 1024 * 1024
+    file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) and files are swept
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    actor_idle_seconds: float = 300.0
+    max_actors: int = 10_000
+
+
+@dataclass(frozen=True)
+class RunEngineSettings:
     run_expiry_seconds: int = 600
     run_lease_seconds: float = 15.0
     run_sweep_seconds: float = 1.0
@@ -42,8 +53,24 @@ class Config:
     shutdown_grace_seconds: float = 20.0
     stream_keepalive_seconds: float = 15.0
     poll_wait_seconds: float = 5.0           # an SDK poll of an active run is answered when it ends, or after this
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    models_file: str | None = None           # the JSON models table (service/models/router.py)
+    openai_base_url: str | None = None       # the default provider, for model names not in the table
+    openai_api_key: str | None = field(default=None, repr=False)
+    script_file: str | None = None           # builtin/script's script when the model name gives none
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
     retention_days: float = 0.0
     retention_sweep_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
     webhook_allow_http: bool = False
     webhook_allow_networks: str = ""         # e.g. "127.0.0.0/8,::1/128": addresses otherwise refused
     webhook_timeout_seconds: float = 10.0
@@ -53,12 +80,36 @@ class Config:
     webhook_retry_window_seconds: float = 86_400.0
     webhook_concurrency: int = 64            # attempts in flight per subscription (one per thread)
     webhook_delivery_retention_days: float = 30.0
-    file_sweep_seconds: float = 60.0         # how often expired uploads (and their parts) and files are swept
+
+
+@dataclass(frozen=True)
+class AuthSettings:
     token_issuers_file: str | None = None    # JSON file of accepted OIDC/JWT issuers (load_token_issuers)
-    models_file: str | None = None           # the JSON models table (service/models/router.py)
-    openai_base_url: str | None = None       # the default provider, for model names not in the table
-    openai_api_key: str | None = field(default=None, repr=False)
-    script_file: str | None = None           # builtin/script's script when the model name gives none
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    log_format: str = "auto"                 # auto (console on a terminal, else json), json, console
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """The standard OpenTelemetry variables that turn tracing on (their SDK reads the rest of OTEL_*)."""
+    ENV_PREFIX: ClassVar[str] = ""
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str = ""           # "otlp" or "console"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = "threadline"
+
+
+GROUPS = (StorageSettings, ActorSettings, RunEngineSettings, ModelSettings, RetentionSettings, WebhookSettings,
+          AuthSettings, LogSettings, TracingSettings)
+
+
+@dataclass(frozen=True)
+class Config(*reversed(GROUPS)):     # reversed: the fields come in the order of GROUPS
+    """Every setting, with its one default."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -73,12 +124,20 @@ class Config:
         config = cls(**values)
         return replace(config, data_dir=Path(config.data_dir).resolve())
 
+    @property
+    def tracing(self) -> bool:
+        """Tracing costs a quarter of a request's CPU, so it is on only when spans go somewhere."""
+        if self.otel_sdk_disabled:
+            return False
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint
+                    or self.otel_traces_exporter in ("otlp", "console"))
+
 
 class ConfigError(ValueError):
     """A setting's value is unusable; the message names its variable."""
 
 
-# Settings whose variable is not THREADLINE_<FIELD NAME>: names users already know.
+# Settings whose variable is not their group's prefix + field name: names users already know.
 ENV_NAMES = {"database_url": "DATABASE_URL", "token_issuers_file": "THREADLINE_OIDC_ISSUERS",
              "models_file": "THREADLINE_MODELS", "openai_base_url": "OPENAI_BASE_URL",
              "openai_api_key": "OPENAI_API_KEY", "script_file": "THREADLINE_SCRIPT"}
@@ -86,8 +145,37 @@ LOG_FORMATS = ("auto", "json", "console")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+_PREFIXES = {f.name: getattr(group, "ENV_PREFIX", "THREADLINE_") for group in GROUPS for f in fields(group)}
+
+
 def env_name(field_name: str) -> str:
-    return ENV_NAMES.get(field_name) or f"THREADLINE_{field_name.upper()}"
+    return ENV_NAMES.get(field_name) or f"{_PREFIXES[field_name]}{field_name.upper()}"
+
+
+_SECRET_NAME = re.compile(r"(?i)(api_?key|(^|_)key|secret|token|password|passwd|credentials?)$")
+_MIN_SECRET = 8     # shorter values ("1", "true") would redact ordinary words
+
+
+def configured_secrets(environ: Mapping[str, str] = os.environ) -> set[str]:
+    """Values of the environment's secret-named variables, and of those the models table names:
+    what logs and spans must never show."""
+    names = {name for name in environ if _SECRET_NAME.search(name)}
+    path = environ.get(env_name("models_file"))
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                table = json.load(f).get("models") or {}
+            names |= {m["api_key_env"] for m in table.values() if isinstance(m, dict) and m.get("api_key_env")}
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass        # the models table reports its own errors when it is loaded
+    return {environ[n] for n in names if len(environ.get(n) or "") >= _MIN_SECRET}
+
+
+def embedded_runtime_dir(data_dir: Path) -> Path:
+    """Where the embedded Postgres (pgserver) keeps its sockets and lock files: $XDG_RUNTIME_DIR,
+    which it reads itself; set inside the data dir unless the environment gives one."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
+    return Path(os.environ["XDG_RUNTIME_DIR"])
 
 
 def secret_from_env(name: str) -> str:

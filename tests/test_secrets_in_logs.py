@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestServer
 from conftest import ServiceProcess, fresh_database, new_key, until
 from fake_openai import FakeOpenAI, error_reply, text_reply
 from service import database
-from service.observability import Redactor, RedactingFormatter, configured_secrets
+from service.config import configured_secrets
+from service.observability import Redactor, RedactingFormatter
 
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 
