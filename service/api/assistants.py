@@ -8,8 +8,7 @@ from aiohttp import web
 from projections import queries
 from projections.objects import DeletionStatus, assistant_from
 from service.actors import execute
-from service.api.errors import not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.http import ctx_of, json_ok, project_object, project_page, services
 from service.api.requests import CreateAssistantRequest, UpdateAssistantRequest, check_response_format
 from service.api.tool_checks import check_tool_resources, check_tools
 from service.domain import agent
@@ -31,17 +30,8 @@ async def create_assistant(request: web.Request, body: CreateAssistantRequest) -
     return json_ok(assistant_from(recorded[0].event))
 
 
-async def list_assistants(request: web.Request) -> web.Response:
-    page = await queries.list_agents(services(request).db, ctx_of(request).project, page_request(request))
-    return raw_ok(page.to_json())
-
-
-async def get_assistant(request: web.Request) -> web.Response:
-    agent_id = request.match_info["assistant_id"]
-    data = await queries.get_agent(services(request).db, ctx_of(request).project, agent_id)
-    if data is None:
-        raise not_found("assistant", agent_id)
-    return raw_ok(data)
+list_assistants = project_page(queries.list_agents)
+get_assistant = project_object("assistant", "assistant_id", queries.get_agent)
 
 
 async def update_assistant(request: web.Request, body: UpdateAssistantRequest) -> web.Response:

@@ -18,7 +18,7 @@ from projections import queries
 from projections.objects import DeletionStatus, File, file_from
 from service.actors import execute
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.http import ctx_of, json_ok, page_request, project_object, raw_ok, services
 from service.domain import file as file_domain
 from service.domain.errors import NotFound
 from service.ids import new_id, now
@@ -141,12 +141,7 @@ async def list_files(request: web.Request) -> web.Response:
     return raw_ok(page.to_json())
 
 
-async def get_file(request: web.Request) -> web.Response:
-    file_id = request.match_info["file_id"]
-    data = await queries.get_file(services(request).db, ctx_of(request).project, file_id)
-    if data is None:
-        raise not_found("file", file_id)
-    return raw_ok(data)
+get_file = project_object("file", "file_id", queries.get_file)
 
 
 async def download_file(request: web.Request) -> web.StreamResponse:

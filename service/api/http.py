@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from events.store import EventMetadata
 from projections.queries import PageRequest
-from service.api.errors import ApiError, from_validation
+from service.api.errors import ApiError, from_validation, not_found
 
 T = TypeVar("T")
 SERVICES = web.AppKey("services", object)
@@ -130,3 +130,25 @@ def json_ok(obj: Any) -> web.Response:
 def raw_ok(data: str | bytes) -> web.Response:
     """An object already stored as JSON text in a read model."""
     return web.Response(body=data.encode() if isinstance(data, str) else data, content_type="application/json")
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def project_object(kind: str, id_param: str, query: Callable[..., Awaitable[str | None]]) -> Handler:
+    """GET of one object of the caller's project, as its read model stores it; 404 naming it otherwise."""
+    async def get(request: web.Request) -> web.Response:
+        object_id = request.match_info[id_param]
+        data = await query(services(request).db, ctx_of(request).project, object_id)
+        if data is None:
+            raise not_found(kind, object_id)
+        return raw_ok(data)
+    return get
+
+
+def project_page(query: Callable[..., Awaitable[Any]]) -> Handler:
+    """GET of a page of the caller's project's objects of one kind."""
+    async def list_page(request: web.Request) -> web.Response:
+        page = await query(services(request).db, ctx_of(request).project, page_request(request))
+        return raw_ok(page.to_json())
+    return list_page

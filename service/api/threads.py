@@ -9,7 +9,7 @@ from projections import queries
 from projections.objects import DeletionStatus, thread_from
 from service.api import audit
 from service.api.errors import not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.http import ctx_of, json_ok, project_page, raw_ok, services
 from service.api.messages import new_message
 from service.api.requests import CreateThreadRequest, UpdateThreadRequest
 from service.api.tool_checks import check_tool_resources
@@ -28,9 +28,7 @@ async def create_thread(request: web.Request, body: CreateThreadRequest) -> web.
     return json_ok(thread_from(recorded[0].event))
 
 
-async def list_threads(request: web.Request) -> web.Response:
-    page = await queries.list_threads(services(request).db, ctx_of(request).project, page_request(request))
-    return raw_ok(page.to_json())
+list_threads = project_page(queries.list_threads)
 
 
 async def get_thread(request: web.Request) -> web.Response:

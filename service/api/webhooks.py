@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.http import ctx_of, json_ok, page_request, project_object, project_page, raw_ok, services
 from service.api.requests import CreateWebhookRequest, UpdateWebhookRequest
 from service.ids import new_id, now
 from service.webhooks import store
@@ -82,17 +82,8 @@ async def create_webhook(request: web.Request, body: CreateWebhookRequest) -> we
     return _with_secret(data, secret)
 
 
-async def list_webhooks(request: web.Request) -> web.Response:
-    page = await store.list_page(services(request).db, ctx_of(request).project, page_request(request))
-    return raw_ok(page.to_json())
-
-
-async def get_webhook(request: web.Request) -> web.Response:
-    webhook_id = request.match_info["webhook_id"]
-    data = await store.get(services(request).db, ctx_of(request).project, webhook_id)
-    if data is None:
-        raise not_found("webhook", webhook_id)
-    return raw_ok(data)
+list_webhooks = project_page(store.list_page)
+get_webhook = project_object("webhook", "webhook_id", store.get)
 
 
 async def update_webhook(request: web.Request, body: UpdateWebhookRequest) -> web.Response:

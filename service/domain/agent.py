@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from events.types import AgentCreated, AgentDeleted, AgentSettings, AgentUpdated, Event
-from service.domain.decider import Decider
+from service.domain.decider import Decider, created_then_deleted
 from service.domain.errors import NotFound
 from service.domain.facts import Facts
 
@@ -55,13 +55,7 @@ def decide(state: AgentState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B
     raise TypeError(f"unknown command {cmd!r}")
 
 
-def evolve(state: AgentState, event: Event) -> AgentState:
-    match event:
-        case AgentCreated(project=project):
-            return msgspec.structs.replace(state, project=project, version=state.version + 1)
-        case AgentDeleted():
-            return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
-    return msgspec.structs.replace(state, version=state.version + 1)
+evolve = created_then_deleted(AgentCreated, AgentDeleted)
 
 
 DECIDER = Decider("agent", AgentState, decide, evolve, terminal=lambda state: state.deleted)

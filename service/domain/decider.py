@@ -69,3 +69,15 @@ def _shape(info: Any, seen: set) -> Any:
     if isinstance(info, inspect.LiteralType):
         return ("literal", tuple(info.values))
     return type(info).__name__
+
+
+def created_then_deleted(created: type[Event], deleted: type[Event]) -> Callable[[Any, Event], Any]:
+    """The evolve of an entity that is created once, in a project, and deleted once (agents, files,
+    vector stores): its state's `project`, `deleted` and `version`."""
+    def evolve(state: Any, event: Event) -> Any:
+        if isinstance(event, created):
+            return msgspec.structs.replace(state, project=event.project, version=state.version + 1)
+        if isinstance(event, deleted):
+            return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
+        return msgspec.structs.replace(state, version=state.version + 1)
+    return evolve

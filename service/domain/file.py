@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from events.types import Event, FileDeleted, FileUploaded
-from service.domain.decider import Decider
+from service.domain.decider import Decider, created_then_deleted
 from service.domain.errors import NotFound
 from service.domain.facts import Facts
 
@@ -46,13 +46,7 @@ def decide(state: FileState, cmd, facts: Facts = {}) -> list[Event]:  # noqa: B0
     raise TypeError(f"unknown command {cmd!r}")
 
 
-def evolve(state: FileState, event: Event) -> FileState:
-    match event:
-        case FileUploaded(project=project):
-            return msgspec.structs.replace(state, project=project, version=state.version + 1)
-        case FileDeleted():
-            return msgspec.structs.replace(state, deleted=True, version=state.version + 1)
-    return msgspec.structs.replace(state, version=state.version + 1)
+evolve = created_then_deleted(FileUploaded, FileDeleted)
 
 
 DECIDER = Decider("file", FileState, decide, evolve, terminal=lambda state: state.deleted)

@@ -4,7 +4,7 @@
 Finished("stop"). It costs next to nothing, so benchmarks measure the service, not a model.
 
 `builtin/script:<path>` plays turns from a JSON file; plain `builtin/script` reads the file named by
-the environment variable THREADLINE_SCRIPT (looked up on every call). The file is read on every call,
+the service's THREADLINE_SCRIPT setting. The file is read on every call,
 so a script can be edited between runs. Its format:
 
     {"turns": [
