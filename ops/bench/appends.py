@@ -117,7 +117,7 @@ def child_plain_server(argv: list[str]) -> None:
 RAW_SCHEMA = "threadline_bench"
 # Baseline (b) inserts into a table made by Threadline's own migration, in a schema of its own.
 RAW_DDL = (f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE; CREATE SCHEMA {RAW_SCHEMA}; "
-           f"SET search_path TO {RAW_SCHEMA};\n" + (ROOT / "events" / "sql" / "0001_events.sql").read_text()
+           f"SET search_path TO {RAW_SCHEMA};\n" + (ROOT / "events" / "sql" / "0001_baseline.sql").read_text()
            + "\nRESET search_path;\n")
 
 
