@@ -17,7 +17,8 @@ from aiohttp import web
 from events.store import EventStore, Notify
 from projections.cache import AgentCache
 from projections.projector import SERVICE_PROJECTIONS
-from service import database, erasure, idempotency
+from service import database, erasure
+from service.api import idempotency
 from service.actors import ActorRegistry
 from service.api.errors import ApiError, domain_error_response, error_response
 from service.api.http import CLIENT_REQUEST_ID, CTX, REQUEST_ID, SERVICES, Ctx
@@ -30,7 +31,7 @@ from service.domain.errors import DomainError
 from service.models import tokens
 from service.models.router import ModelRouter
 from service.observability import client_trace_id, current_trace_id, flush_periodically
-from service.oidc import KeysUnavailable, TokenRejected, TokenVerifier, looks_like_jwt
+from service.api.oidc import KeysUnavailable, TokenRejected, TokenVerifier, looks_like_jwt
 from service.runs.engine import RunEngine
 from service.streams.hub import CHANNEL, StreamHub, notify_payload
 from service.runs.execution import Deps

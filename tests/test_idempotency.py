@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from conftest import Client, new_key
 from conftest import test_config as make_config
-from service import idempotency
+from service.api import idempotency
 from service.api.http import json_ok
 from service.app import create_app
 

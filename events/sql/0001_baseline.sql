@@ -98,7 +98,7 @@ CREATE TABLE idempotency_keys (
     status       smallint,                -- NULL while the first request runs
     content_type text,
     body         bytea,
-    created_at   timestamptz NOT NULL DEFAULT now(),   -- also the claim's token (see service/idempotency.py)
+    created_at   timestamptz NOT NULL DEFAULT now(),   -- also the claim's token (see service/api/idempotency.py)
     PRIMARY KEY (project, key)
 );
 -- The periodic sweep deletes rows older than a day by range scan, not by reading the table.
