@@ -7,9 +7,7 @@ yielded: a retry after the first chunks were passed on would show the run its te
 wait (for the response, and then for each chunk) is bounded by `Timeouts.read`, so a server that
 hangs mid-stream fails the call.
 
-Servers differ in details this module smooths over: a tool call without an id gets one, a stream
-with tool calls that finishes with "stop" finishes with "tool_calls", and a server that reports no
-usage gets it counted offline.
+The stream's chunks are read by service/models/chat_chunks.py, which smooths over how servers differ.
 """
 
 from __future__ import annotations
@@ -23,11 +21,8 @@ import aiohttp
 import msgspec
 import structlog
 
-from service.models.base import (
-    Finished, JSON, ModelChunk, ModelError, ModelRequest, TextDelta, ToolCallDelta, Usage,
-)
-from service.models.builtin import new_call_id
-from service.models.tokens import count_text, count_tools
+from service.models.base import JSON, ModelChunk, ModelError, ModelRequest
+from service.models.chat_chunks import ChunkReader, Retryable
 from service.observability import Redactor
 from service.outbound.client import OutboundClient
 from service.outbound.policy import AddressPolicy
@@ -143,7 +138,7 @@ class OpenAICompatProvider:
                     yielded = True
                     yield chunk
                 return
-            except _Retryable as failure:
+            except Retryable as failure:
                 if yielded or attempt >= self.retry.attempts:
                     raise failure.error from None
                 delay = self.retry.delay(attempt, failure.retry_after)
@@ -161,7 +156,7 @@ class OpenAICompatProvider:
         try:
             if response.status >= 400:
                 raise self._without_secrets(await _status_error(response))
-            reader = _StreamReader(self.encoding, request)
+            reader = ChunkReader(self.encoding, request)
             events = _sse_data(response.content)
             while True:
                 try:
@@ -172,7 +167,7 @@ class OpenAICompatProvider:
                     pieces = reader.feed(_chunk(data))
                 except StopAsyncIteration:
                     break
-                except (_Retryable, ModelError) as failure:
+                except (Retryable, ModelError) as failure:
                     raise self._without_secrets(failure) from None
                 except Exception as error:
                     raise self._without_secrets(_classify(error)) from error
@@ -187,7 +182,7 @@ class OpenAICompatProvider:
         """A provider may quote the key it was sent in its error message, which becomes the run's
         `last_error` — read by every user of the project, and kept in the log for good. The
         operator's key (and anything shaped like a secret) comes out first."""
-        error = failure.error if isinstance(failure, _Retryable) else failure
+        error = failure.error if isinstance(failure, Retryable) else failure
         if isinstance(error, ModelError):
             key = self.api_key or ""
             message = error.message.replace(key, "[redacted]") if len(key) >= 8 else error.message
@@ -200,27 +195,18 @@ class OpenAICompatProvider:
 
 _SECRETS = Redactor()          # secret shapes (bearer tokens, Threadline keys, passwords in URLs)
 
-class _Retryable(Exception):
-    """A failure worth another try, and the ModelError it becomes when there is none."""
-
-    def __init__(self, error: ModelError, retry_after: float | None = None):
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
 def _classify(error: Exception) -> Exception:
-    """What a failure of the connection or the stream becomes: _Retryable or a final ModelError."""
-    if isinstance(error, (_Retryable, ModelError)):
+    """What a failure of the connection or the stream becomes: Retryable or a final ModelError."""
+    if isinstance(error, (Retryable, ModelError)):
         return error
     if isinstance(error, TimeoutError):
-        return _Retryable(ModelError("server_error", "The model did not answer in time."))
+        return Retryable(ModelError("server_error", "The model did not answer in time."))
     if isinstance(error, aiohttp.ClientConnectorError):
-        return _Retryable(ModelError("server_error", f"The connection to the model failed: {error}"))
+        return Retryable(ModelError("server_error", f"The connection to the model failed: {error}"))
     if isinstance(error, (ValueError, TypeError, AttributeError, msgspec.ValidationError)):
         return ModelError("server_error", f"The model sent a response that cannot be read: {error}")
     if isinstance(error, (OSError, aiohttp.ClientError)):
-        return _Retryable(ModelError("server_error", f"Lost the connection to the model: {error!r}"))
+        return Retryable(ModelError("server_error", f"Lost the connection to the model: {error!r}"))
     return ModelError("server_error", f"The model call failed: {error!r}")
 
 
@@ -235,9 +221,9 @@ async def _status_error(response: aiohttp.ClientResponse) -> Exception:
         pass
     message = _provider_message(raw, status)
     if status == 429:
-        return _Retryable(ModelError("rate_limit_exceeded", message), _retry_after(response))
+        return Retryable(ModelError("rate_limit_exceeded", message), _retry_after(response))
     if status == 408 or status >= 500:
-        return _Retryable(ModelError("server_error", message))
+        return Retryable(ModelError("server_error", message))
     if status in (401, 403, 404):
         # The provider's key, permissions or model name: the server's configuration, not the prompt.
         return ModelError("server_error", f"The model provider refused the call (HTTP {status}): {message}")
@@ -287,142 +273,5 @@ def _chunk(data: str) -> Any:
     if isinstance(chunk, dict) and chunk.get("error") is not None:
         error = chunk["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
-        raise _Retryable(ModelError("server_error", str(message or "The model's stream reported an error.")))
+        raise Retryable(ModelError("server_error", str(message or "The model's stream reported an error.")))
     return chunk
-
-
-# --- the stream ----------------------------------------------------------------------------------
-
-class _WireFunction(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _WireToolCall(msgspec.Struct):
-    index: int | None = None
-    id: str | None = None
-    function: _WireFunction | None = None
-
-
-class _WireDelta(msgspec.Struct):
-    content: str | None = None
-    tool_calls: list[_WireToolCall] | None = None
-
-
-class _WireChoice(msgspec.Struct):
-    index: int = 0
-    delta: _WireDelta | None = None
-    finish_reason: str | None = None
-
-
-class _WireUsage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class _WireChunk(msgspec.Struct):
-    choices: list[_WireChoice] | None = None
-    usage: _WireUsage | None = None
-
-
-class _ToolCall(msgspec.Struct):
-    index: int
-    id: str | None = None
-    name: str | None = None
-    announced: bool = False
-    pending_arguments: str = ""   # arguments that came before the call's name
-
-
-class _StreamReader:
-    """Turns chat.completion.chunk objects into ModelChunks; finish() adds Usage and Finished."""
-
-    def __init__(self, encoding: str, request: ModelRequest):
-        self.encoding = encoding
-        self.request = request
-        self.calls: dict[int, _ToolCall] = {}
-        self.last_call: _ToolCall | None = None
-        self.finish_reason: str | None = None
-        self.usage: _WireUsage | None = None
-        self.produced: list[str] = []  # for counting usage when the server reports none
-
-    def feed(self, chunk: Any) -> list[ModelChunk]:
-        raw = chunk
-        wire = msgspec.convert(raw, _WireChunk)
-        if wire.choices is None and wire.usage is None:
-            raise ValueError(f"not a chat.completion.chunk: {str(raw)[:200]}")
-        if wire.usage is not None and wire.usage.prompt_tokens is not None \
-                and wire.usage.completion_tokens is not None:
-            self.usage = wire.usage
-        out: list[ModelChunk] = []
-        for choice in wire.choices or ():
-            if choice.index != 0:
-                continue
-            delta = choice.delta or _WireDelta()
-            if delta.content:
-                self.produced.append(delta.content)
-                out.append(TextDelta(delta.content))
-            for piece in delta.tool_calls or ():
-                out.extend(self._tool_call(piece))
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-        return out
-
-    def _tool_call(self, piece: _WireToolCall) -> list[ModelChunk]:
-        call = self._call_for(piece)
-        function = piece.function or _WireFunction()
-        arguments = function.arguments or ""
-        if call.id is None and piece.id:
-            call.id = piece.id
-        if call.name is None and function.name:
-            call.name = function.name
-        if not call.announced:
-            if call.name is None:
-                call.pending_arguments += arguments
-                return []
-            call.announced = True
-            call.id = call.id or new_call_id()
-            arguments = call.pending_arguments + arguments
-            self.produced.append(call.name)
-            self.produced.append(arguments)
-            return [ToolCallDelta(call.index, id=call.id, name=call.name, arguments=arguments)]
-        if not arguments:
-            return []
-        self.produced.append(arguments)
-        return [ToolCallDelta(call.index, arguments=arguments)]
-
-    def _call_for(self, piece: _WireToolCall) -> _ToolCall:
-        index = piece.index
-        if index is None:
-            # Some servers leave out the index: a new id starts a call, anything else continues one.
-            known = next((c for c in self.calls.values() if piece.id and c.id == piece.id), None)
-            if known is not None:
-                index = known.index
-            elif piece.id or self.last_call is None:
-                index = len(self.calls)
-            else:
-                index = self.last_call.index
-        call = self.calls.get(index)
-        if call is None:
-            call = self.calls[index] = _ToolCall(index)
-        self.last_call = call
-        return call
-
-    def finish(self) -> list[ModelChunk]:
-        reason = self.finish_reason
-        if reason is None:
-            raise _Retryable(ModelError("server_error", "The model's stream ended before it finished."))
-        if reason == "error":
-            raise ModelError("server_error", "The model stopped with an error.")
-        if any(not call.announced for call in self.calls.values()):
-            raise ModelError("server_error", "The model sent a tool call without a name.")
-        usage = self.usage or _WireUsage(
-            self.request.prompt_tokens(self.encoding) + count_tools(self.request.tools, self.encoding),
-            count_text("".join(self.produced), self.encoding))
-        return [Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0), Finished(self._finished_reason(reason))]
-
-    def _finished_reason(self, reason: str) -> Literal["stop", "tool_calls", "length", "content_filter"]:
-        if reason in ("length", "content_filter"):
-            return reason  # type: ignore[return-value]
-        if reason in ("tool_calls", "function_call") or self.calls:
-            return "tool_calls"
-        return "stop"

@@ -12,8 +12,6 @@ starts it again.
 from __future__ import annotations
 
 import asyncio
-import base64
-import mimetypes
 import time
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -38,7 +36,7 @@ from service.models.base import Finished, ModelError, ModelInfo, ModelRequest, T
 from service.models.context import fit_counted, history_messages
 from service.models.router import ModelRouter
 from service.models.tokens import count_message, count_text, count_tools
-from service.runs.model_input import offered_tool_choice, tail_entry, tool_rounds
+from service.runs.model_input import image_urls, offered_tool_choice, tail_entry, tool_rounds
 from service.runs.tail import Tail, TailCache, merge, pages, prepend_older, read_from, tail_length
 from service.tools.base import ModelCall, ToolFailed
 from service.tools.runtime import Offer, ToolRuntime, default_runtime
@@ -50,7 +48,6 @@ MAX_CATCH_UP_EVENTS = 1000   # more events than this since a cached tail: read t
 # The events that write a message's row. MessageTextAppended does not: the row gets the text when
 # the message is completed or incomplete.
 MESSAGE_ROW_EVENTS = (MessageCreated, MessageCompleted, MessageIncomplete, MessageUpdated, MessageDeleted)
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 META = EventMetadata(causation="run_engine")
 _chat = attrgetter("chat")
 _tokens = attrgetter("tokens")
@@ -352,7 +349,7 @@ class Execution:
         chats, tokens = list(map(_chat, entries)), list(map(_tokens, entries))
         stored = list(map(_message, entries))
         shown = [i for i, m in enumerate(stored) if m is not None] if stored.count(None) < len(stored) else []
-        images = await self._images([stored[i] for i in shown]) if shown else {}
+        images = await image_urls(self.deps.db, [stored[i] for i in shown]) if shown else {}
         if images:
             for i in shown:
                 chats[i] = history_messages([stored[i]], images.get)[0]
@@ -386,17 +383,3 @@ class Execution:
     async def _read_older(self, tail: Tail, size: int, encoding: str) -> None:
         page = await queries.recent_messages(self.deps.db, self.thread_id, tail.floor, size)
         prepend_older(tail, [tail_entry(m, encoding) for m in page], size)
-
-    async def _images(self, messages: list[dict]) -> dict[str, str]:
-        """Data URLs of the image files the messages show (files of a few MB, read from the blob store)."""
-        wanted = {p["image_file"]["file_id"] for m in messages for p in m.get("content") or ()
-                  if p.get("type") == "image_file"}
-        out: dict[str, str] = {}
-        for file_id in wanted:
-            row = await queries.file_name_and_size(self.deps.db, file_id)
-            if row is None or row[1] > MAX_IMAGE_BYTES:
-                continue
-            mime = mimetypes.guess_type(row[0])[0] or "image/png"
-            data = b"".join([chunk async for chunk in queries.file_chunks(self.deps.db, file_id)])
-            out[file_id] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-        return out

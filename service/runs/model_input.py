@@ -1,12 +1,16 @@
 """What a run sends the model, made from what is stored: a stored message as a tail entry, the
-run's finished tool rounds replayed as chat messages, and the tool choice the model is offered."""
+run's finished tool rounds replayed as chat messages, the tool choice the model is offered, and
+the image files its messages show as data URLs."""
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 from typing import Any
 
 import msgspec
 
+from projections import queries
 from service.models.context import history_messages
 from service.models.tokens import count_message
 from service.runs.tail import Entry
@@ -54,3 +58,21 @@ def offered_tool_choice(choice: Any, tools: list[dict]) -> Any:
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice["function"]["name"]}}
     return "auto"    # a built-in tool this server does not run
+
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+async def image_urls(db, messages: list[dict]) -> dict[str, str]:
+    """Data URLs of the image files the messages show (files of a few MB, read from the blob store)."""
+    wanted = {p["image_file"]["file_id"] for m in messages for p in m.get("content") or ()
+              if p.get("type") == "image_file"}
+    out: dict[str, str] = {}
+    for file_id in wanted:
+        row = await queries.file_name_and_size(db, file_id)
+        if row is None or row[1] > MAX_IMAGE_BYTES:
+            continue
+        mime = mimetypes.guess_type(row[0])[0] or "image/png"
+        data = b"".join([chunk async for chunk in queries.file_chunks(db, file_id)])
+        out[file_id] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return out
