@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from events.store import EventMetadata
+from projections import queries
 from projections.queries import PageRequest
 from service.api.errors import ApiError, from_validation, not_found
 
@@ -152,3 +153,15 @@ def project_page(query: Callable[..., Awaitable[Any]]) -> Handler:
         page = await query(services(request).db, ctx_of(request).project, page_request(request))
         return raw_ok(page.to_json())
     return list_page
+
+
+async def require_thread(request: web.Request, thread_id: str) -> None:
+    """404 naming the thread unless the caller's project has it."""
+    if not await queries.thread_exists(services(request).db, ctx_of(request).project, thread_id):
+        raise not_found("thread", thread_id)
+
+
+async def not_found_in_thread(request: web.Request, thread_id: str, kind: str, object_id: str) -> ApiError:
+    """The 404 for an object of a thread that was not found: the thread's, if the thread is what is missing."""
+    await require_thread(request, thread_id)
+    return not_found(kind, object_id)

@@ -10,8 +10,8 @@ from events.types import (
 from projections import queries
 from projections.objects import DeletionStatus, message_from
 from service.api import audit
-from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, json_ok, page_request, raw_ok, services
+from service.api.errors import ApiError
+from service.api.http import ctx_of, json_ok, not_found_in_thread, page_request, raw_ok, require_thread, services
 from service.api.requests import (
     CreateMessageRequest, InputImageFile, InputImageUrl, InputText, UpdateMessageRequest,
 )
@@ -67,22 +67,18 @@ async def list_messages(request: web.Request) -> web.Response:
     if "as_of" in request.query:
         return await audit.list_messages_as_of(request, thread_id, request.query["as_of"])
     page = page_request(request)
-    db = services(request).db
-    if not await queries.thread_exists(db, ctx.project, thread_id):
-        raise not_found("thread", thread_id)
-    result = await queries.list_messages(db, ctx.project, thread_id, page, request.query.get("run_id") or None)
+    await require_thread(request, thread_id)
+    result = await queries.list_messages(services(request).db, ctx.project, thread_id, page,
+                                         request.query.get("run_id") or None)
     return raw_ok(result.to_json())
 
 
 async def get_message(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id, message_id = request.match_info["thread_id"], request.match_info["message_id"]
-    db = services(request).db
-    data = await queries.get_message(db, ctx.project, thread_id, message_id)
+    data = await queries.get_message(services(request).db, ctx.project, thread_id, message_id)
     if data is None:
-        if not await queries.thread_exists(db, ctx.project, thread_id):
-            raise not_found("thread", thread_id)
-        raise not_found("message", message_id)
+        raise await not_found_in_thread(request, thread_id, "message", message_id)
     return raw_ok(data)
 
 

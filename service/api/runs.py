@@ -9,7 +9,7 @@ from aiohttp import web
 
 from projections import queries
 from service.api.errors import ApiError, not_found
-from service.api.http import ctx_of, page_request, raw_ok, services
+from service.api.http import ctx_of, not_found_in_thread, page_request, raw_ok, require_thread, services
 from service.api.messages import new_message
 from service.api.streams import sdk_stream
 from service.api.requests import (
@@ -110,9 +110,7 @@ async def create_thread_and_run(request: web.Request, body: CreateThreadAndRunRe
 async def _current_run(request: web.Request, thread_id: str, run_id: str) -> web.Response:
     data = await queries.get_run(services(request).db, ctx_of(request).project, thread_id, run_id)
     if data is None:
-        if not await queries.thread_exists(services(request).db, ctx_of(request).project, thread_id):
-            raise not_found("thread", thread_id)
-        raise not_found("run", run_id)
+        raise await not_found_in_thread(request, thread_id, "run", run_id)
     response = raw_ok(data)
     fields = _poll_fields.decode(data)
     response.headers[POLL_AFTER] = str(poll_after_ms(fields.status, fields.created_at))
@@ -131,10 +129,8 @@ async def list_runs(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
     page = page_request(request)
-    db = services(request).db
-    if not await queries.thread_exists(db, ctx.project, thread_id):
-        raise not_found("thread", thread_id)
-    return raw_ok((await queries.list_runs(db, ctx.project, thread_id, page)).to_json())
+    await require_thread(request, thread_id)
+    return raw_ok((await queries.list_runs(services(request).db, ctx.project, thread_id, page)).to_json())
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -214,9 +210,7 @@ async def list_steps(request: web.Request) -> web.Response:
     db = services(request).db
     status = await queries.run_status(db, ctx.project, thread_id, run_id)
     if status is None:
-        if not await queries.thread_exists(db, ctx.project, thread_id):
-            raise not_found("thread", thread_id)
-        raise not_found("run", run_id)
+        raise await not_found_in_thread(request, thread_id, "run", run_id)
     response = raw_ok((await queries.list_steps(db, ctx.project, thread_id, run_id, page_request(request))).to_json())
     response.headers[POLL_AFTER] = str(poll_after_ms(status))
     return response
@@ -231,9 +225,7 @@ async def get_step(request: web.Request) -> web.Response:
     data = await queries.get_step(db, ctx.project, thread_id, run_id, step_id)
     if data is None:
         if await queries.run_status(db, ctx.project, thread_id, run_id) is None:
-            if not await queries.thread_exists(db, ctx.project, thread_id):
-                raise not_found("thread", thread_id)
-            raise not_found("run", run_id)
+            raise await not_found_in_thread(request, thread_id, "run", run_id)
         raise not_found("run step", step_id)
     response = raw_ok(data)
     response.headers[POLL_AFTER] = str(poll_after_ms(await queries.run_status(db, ctx.project, thread_id, run_id)))

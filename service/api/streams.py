@@ -12,8 +12,8 @@ from aiohttp import web
 
 from events.store import RecordedEvent
 from projections import queries
-from service.api.errors import ApiError, not_found
-from service.api.http import REQUEST_ID, ctx_of, services, stream_position
+from service.api.errors import ApiError
+from service.api.http import REQUEST_ID, ctx_of, not_found_in_thread, require_thread, services, stream_position
 from service.streams.frames import DONE, KEEPALIVE, TERMINAL, FrameView
 from service.streams.hub import Subscription
 
@@ -141,9 +141,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     row = await db.fetchrow("SELECT version, status FROM runs WHERE id = $1 AND thread_id = $2 AND project = $3",
                             run_id, thread_id, ctx.project)
     if row is None:
-        if not await queries.thread_exists(db, ctx.project, thread_id):
-            raise not_found("thread", thread_id)
-        raise not_found("run", run_id)
+        raise await not_found_in_thread(request, thread_id, "run", run_id)
     after, after_frame = _position(request) or ((row[0] or 1) - 1, 0)
     response = await open_sse(request)
     await follow(request, response, thread_id, after, FrameView(run_id), after_frame=after_frame)
@@ -152,10 +150,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 
 async def thread_events(request: web.Request) -> web.StreamResponse:
     """GET /threads/{thread_id}/stream — every event of the thread, live; stays open between runs."""
-    ctx = ctx_of(request)
     thread_id = request.match_info["thread_id"]
-    if not await queries.thread_exists(services(request).db, ctx.project, thread_id):
-        raise not_found("thread", thread_id)
+    await require_thread(request, thread_id)
     after, after_frame = _position(request) or (0, 0)
     response = await open_sse(request)
     await follow(request, response, thread_id, after, FrameView(), follow_forever=True, after_frame=after_frame)

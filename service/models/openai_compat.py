@@ -115,16 +115,11 @@ class OpenAICompatProvider:
                 body["tool_choice"] = request.tool_choice
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
-        if request.response_format is not None:
-            body["response_format"] = request.response_format
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.max_tokens is not None:
-            body[self.max_tokens_param] = request.max_tokens
-        if request.reasoning_effort is not None:
-            body["reasoning_effort"] = request.reasoning_effort
+        for name, value in (("response_format", request.response_format), ("temperature", request.temperature),
+                            ("top_p", request.top_p), (self.max_tokens_param, request.max_tokens),
+                            ("reasoning_effort", request.reasoning_effort)):
+            if value is not None:
+                body[name] = value
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
