@@ -86,9 +86,9 @@ def azure_kwargs(url: str, project: str, key: str) -> dict:
 
 
 @pytest.fixture
-async def project_key(db):
-    project = f"azr-{uuid.uuid4().hex[:10]}"
-    return project, await new_key(db, project)
+def project_key(project):
+    """A fresh project and its key (conftest's `project`)."""
+    return project
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import time
-import uuid
 
 import pytest
 from azure.ai.agents import AgentsClient
@@ -24,7 +23,6 @@ from azure.ai.agents.models import (
 )
 from openai import AssistantEventHandler, AsyncAssistantEventHandler, AsyncOpenAI, OpenAI
 
-from tests.conftest import new_key
 from tests.test_sdk_runs import WEATHER_TOOLS, azure_kwargs, script, weather_and_time
 
 ANSWER = "Sunny in Paris; it is 12:00 CET."
@@ -39,9 +37,9 @@ def two_calls_then_text(tmp_path) -> str:
 
 
 @pytest.fixture
-async def project_key(db):
-    project = f"sst-{uuid.uuid4().hex[:10]}"
-    return project, await new_key(db, project)
+def project_key(project):
+    """A fresh project and its key (conftest's `project`)."""
+    return project
 
 
 @pytest.fixture
