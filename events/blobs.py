@@ -14,8 +14,9 @@ from events.types import Event, FileDeleted
 _encoder = msgspec.json.Encoder()
 
 
-def _deleted(events: Sequence[Event], _versions: Sequence[int]) -> str:
-    return _encoder.encode([e.file_id for e in events if isinstance(e, FileDeleted)]).decode()
+def _deleted(events: Sequence[Event], _versions: Sequence[int]) -> str | None:
+    deleted = [e.file_id for e in events if isinstance(e, FileDeleted)]
+    return _encoder.encode(deleted).decode() if deleted else None
 
 
 BLOB_DELETIONS = Projection("delete_blobs", _deleted)

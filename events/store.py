@@ -9,6 +9,7 @@ is the last word on conflicts.
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
@@ -70,9 +71,10 @@ class Checkpoint(msgspec.Struct, frozen=True):
 class Projection:
     """What the append's own statement writes besides the events (read models, the deletion of
     file bytes), so they commit together in one round trip: `changes(events)` encodes it as one
-    JSON document, which the SQL function named `function` applies."""
+    JSON document, which the SQL function named `function` applies; None when the events change
+    nothing there, and the statement leaves the function out (text deltas touch no read model)."""
     function: str
-    changes: Callable[[Sequence[Event], Sequence[int]], str]    # (events, their stream versions)
+    changes: Callable[[Sequence[Event], Sequence[int]], str | None]    # (events, their stream versions)
 
 
 Projections = Sequence[Projection]
@@ -94,11 +96,13 @@ _COLUMNS = "position, stream, version, type, data::text, metadata::text, recorde
 _APPEND = "SELECT event_position, event_recorded_at FROM append_events($1, $2, $3, $4::json[], $5::jsonb[])"
 
 
-def _append_sql(projections: Projections, notify: Notify | None) -> str:
-    """append_events, plus the projections and the NOTIFY in the same statement (one round trip)."""
+@lru_cache(maxsize=64)
+def _append_sql(functions: tuple[str, ...], notify: Notify | None) -> str:
+    """append_events, plus the projections' functions and the NOTIFY in the same statement (one
+    round trip)."""
     parts: list[tuple[str, str]] = []
-    for i, projection in enumerate(projections):
-        parts.append((f"projected{i}", f"SELECT {projection.function}(${6 + len(parts)}::json)"))
+    for i, function in enumerate(functions):
+        parts.append((f"projected{i}", f"SELECT {function}(${6 + len(parts)}::json)"))
     if notify is not None:
         # The writer's transaction id goes last: catch-up readers know what they must get past.
         parts.append(("notified", f"SELECT pg_notify('{notify.channel}', ${6 + len(parts)} || '|' "
@@ -167,13 +171,17 @@ async def write_appends(
             metas.append(meta)
             flat.append(ev)
     args = [streams, versions, types, data, metas]
+    functions = []
     for projection in projections:
-        args.append(projection.changes(flat, versions))
+        changes = projection.changes(flat, versions)
+        if changes is not None:
+            functions.append(projection.function)
+            args.append(changes)
     if notify is not None:
         args.append(notify.payload(streams))
     with tracer.start_as_current_span("events.append") as span:
         span.set_attribute("events.count", len(streams))
-        rows = await conn.fetch(_append_sql(projections, notify), *args)
+        rows = await conn.fetch(_append_sql(tuple(functions), notify), *args)
     out: list[list[RecordedEvent]] = []
     k = 0
     for a in appends:

@@ -145,7 +145,11 @@ def read_model_changes(events: Sequence[Event], versions: Sequence[int] | None =
 
 _encoder = msgspec.json.Encoder()
 
-READ_MODELS = Projection("apply_read_models",
-                         lambda events, versions: _encoder.encode(read_model_changes(events, versions)).decode())
+def _read_model_changes(events: Sequence[Event], versions: Sequence[int]) -> str | None:
+    changes = read_model_changes(events, versions)
+    return _encoder.encode(changes).decode() if changes else None
+
+
+READ_MODELS = Projection("apply_read_models", _read_model_changes)
 # What the service's store writes with every append: the read models, and deleted files' bytes gone.
 SERVICE_PROJECTIONS = (READ_MODELS, BLOB_DELETIONS)

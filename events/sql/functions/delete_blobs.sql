@@ -1,5 +1,5 @@
 -- delete_blobs: the bytes of files deleted by the events being appended (events/blobs.py), in the
--- append's own statement. Most appends delete none, and return at once.
+-- append's own statement (only an append that deletes files calls it).
 CREATE OR REPLACE FUNCTION delete_blobs(_blob_ids json) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
