@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import Bench, client_bench  # noqa: E402
+from harness import Bench, client_bench  # noqa: E402
 from results import write_section  # noqa: E402
 
 TARGET_RATIO = 3.0

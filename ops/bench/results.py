@@ -37,3 +37,17 @@ def earlier_rows(name: str) -> str:
     if HISTORY not in old:
         return ""
     return "".join(ln + "\n" for ln in old.split(HISTORY, 1)[1].splitlines() if ln.startswith("| 2"))
+
+
+def write_report(name: str, title: str, about: str, reproduce: str, report: dict, history_columns: list[str], *,
+                 per: str = "Per window", extra: tuple[str, ...] = (),
+                 noise: str = "The machine is shared and noisy: compare figures from the same run.") -> None:
+    """One benchmark's section: what it measures, how to run it again, the latest run (the report's
+    `table`, `machine`, `detail`, any `extra` keys, `setup`) and the history, one row per run."""
+    kept = earlier_rows(name)
+    header = "| " + " | ".join(history_columns) + " |\n" + "|" + "---|" * len(history_columns) + "\n"
+    write_section(name, f"## {title}\n\n{about} Reproduce with:\n\n```sh\n{reproduce}\n```\n\n"
+                        "Latest run:\n\n" + report["table"] + "\n" + report["machine"] + "\n\n"
+                        f"{per}:\n\n" + report["detail"] + "\n" + "".join(report[k] + "\n" for k in extra)
+                        + report["setup"] + f"\n{noise}\n\n### History\n\n{HISTORY}\n" + header + kept
+                        + report["history"])

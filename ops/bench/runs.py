@@ -51,8 +51,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import CONTENT, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
-from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
+from harness import CONTENT, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
+from results import RESULTS, write_report  # noqa: E402
 
 MODEL = "builtin/echo"
 CONCURRENCY = 50              # threads and concurrent clients in phase (1)
@@ -543,22 +543,17 @@ class RunsBench(Bench):
                 "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker, kept = HISTORY, earlier_rows("runs")
         a = self.args
-        write_section("runs",
-            "## Runs (`ops/bench/runs.py`)\n\n"
+        write_report(
+            "runs", "Runs (`ops/bench/runs.py`)",
             f"Single-turn runs with the zero-latency model `{MODEL}`: runs completed per second with "
             f"{CONCURRENCY} threads running concurrently, and the service's own time per run (from the event log) "
-            f"on a 10-message and on a {a.deep_messages:,}-message thread. Reproduce with:\n\n"
-            f"```sh\n.venv/bin/python ops/bench/runs.py --seconds {a.seconds:g}\n```\n\n"
-            "Latest run:\n\n" + report["table"] + "\n" + report["machine"] + "\n\n"
-            "Per phase (service latencies from the log, in ms; the client columns include the benchmark's "
-            "own waiting):\n\n" + report["detail"] + "\n" + report["setup"] + "\n"
-            "The machine is shared and noisy: compare figures from the same run.\n\n"
-            "### History\n\n" + marker + "\n"
-            "| date | code | machine | runs/s | (1) p50 ms | (1) p99 ms | 10-msg p50 | 10-msg p99 | deep p50 | "
-            "deep p99 | deep ÷ shallow p50 | window, rounds |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + kept + report["history"])
+            f"on a 10-message and on a {a.deep_messages:,}-message thread.",
+            f".venv/bin/python ops/bench/runs.py --seconds {a.seconds:g}", report,
+            ["date", "code", "machine", "runs/s", "(1) p50 ms", "(1) p99 ms", "10-msg p50", "10-msg p99", "deep p50",
+             "deep p99", "deep ÷ shallow p50", "window, rounds"],
+            per="Per phase (service latencies from the log, in ms; the client columns include the benchmark's "
+                "own waiting)")
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import Bench, _install_uvloop, _pct  # noqa: E402
+from harness import Bench, _install_uvloop, _pct  # noqa: E402
 from results import HISTORY, earlier_rows, write_section  # noqa: E402
 
 MIX = {"create_thread": 8, "append": 40, "list": 20, "polled_run": 12, "streamed_run": 12, "tool_run": 8}

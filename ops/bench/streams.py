@@ -80,8 +80,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args
-from results import HISTORY, RESULTS, earlier_rows, write_section
+from harness import PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args
+from results import RESULTS, write_report
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "tired", "owls", "watch", "from", "an", "old", "oak", "tree", "and", "nobody", "says", "anything", "about", "it", "until", "morning", "comes"]
 ANSWER = " ".join(WORDS[i % len(WORDS)] for i in range(200))          # 200 one-word chunks
@@ -1183,19 +1183,13 @@ class StreamsBench(Bench):
                 "text": text, "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker, kept = HISTORY, earlier_rows("streams")
-        write_section("streams",
-            "## SSE streams (`ops/bench/streams.py`)\n\n"
+        write_report(
+            "streams", "SSE streams (`ops/bench/streams.py`)",
             "Run streams (`\"stream\": true`) and idle thread streams against a bare aiohttp SSE server that "
-            "replays the same frames from memory, measured back to back in the same run. Reproduce with:\n\n"
-            f"```sh\n.venv/bin/python ops/bench/streams.py --seconds {self.args.seconds:g}\n```\n\n"
-            "Latest run:\n\n" + report["table"] + "\n" + report["machine"] + "\n\n"
-            "Per window:\n\n" + report["detail"] + "\n" + report["idle"] + "\n" + report["setup"] + "\n"
-            "The machine is shared and noisy: compare figures from the same run.\n\n"
-            "### History\n\n" + marker + "\n"
-            "| date | code | machine | paced deltas/s @1 (Threadline / bare) | @100 | @1,000 | TTFE p99 @100 ms | idle streams | "
-            "RSS | per stream | window |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n" + kept + report["history"])
+            "replays the same frames from memory, measured back to back in the same run.",
+            f".venv/bin/python ops/bench/streams.py --seconds {self.args.seconds:g}", report,
+            ["date", "code", "machine", "paced deltas/s @1 (Threadline / bare)", "@100", "@1,000", "TTFE p99 @100 ms",
+             "idle streams", "RSS", "per stream", "window"], extra=("idle",))
 
 
 def main() -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from appends import PYTHON, client_bench  # noqa: E402
+from harness import PYTHON, client_bench  # noqa: E402
 from results import write_section  # noqa: E402
 
 MiB = 1 << 20

@@ -75,8 +75,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from appends import BODY, PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
-from results import HISTORY, RESULTS, earlier_rows, write_section  # noqa: E402
+from harness import BODY, PYTHON, Bench, _install_uvloop, _pct, bench_options, parse_bench_args, pct_ms  # noqa: E402
+from results import RESULTS, write_report  # noqa: E402
 
 SUBSCRIPTIONS = 10
 EVENT_TYPE = "thread.message.created"
@@ -733,21 +733,14 @@ class WebhooksBench(Bench):
                 "history": history}
 
     def write_results(self, report: dict) -> None:
-        marker, kept = HISTORY, earlier_rows("webhooks")
-        a = self.args
-        write_section("webhooks",
-            "## Webhooks (`ops/bench/webhooks.py`)\n\n"
+        write_report(
+            "webhooks", "Webhooks (`ops/bench/webhooks.py`)",
             f"Messages appended through the API at a fixed rate, each delivered to {SUBSCRIPTIONS} subscriptions "
             "on one local receiver: deliveries per second, and the lag from the event's commit to its arrival, "
-            "against the receiver's own capacity measured in the same run. Reproduce with:\n\n"
-            f"```sh\n.venv/bin/python ops/bench/webhooks.py --seconds {a.seconds:g}\n```\n\n"
-            "Latest run:\n\n" + report["table"] + "\n" + report["machine"] + "\n\n"
-            "Per window:\n\n" + report["detail"] + "\n" + report["setup"] + "\n"
-            "The machine is shared and noisy: compare figures from the same run.\n\n"
-            "### History\n\n" + marker + "\n"
-            "| date | code | machine | low rate: lag p50 / p99 ms | 500/s: lag p50 / p99 ms | delivered/s at 500/s | "
-            "receiver capacity /s | ÷ capacity | highest rate meeting p99 ≤ 250 ms | window |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n" + kept + report["history"])
+            "against the receiver's own capacity measured in the same run.",
+            f".venv/bin/python ops/bench/webhooks.py --seconds {self.args.seconds:g}", report,
+            ["date", "code", "machine", "low rate: lag p50 / p99 ms", "500/s: lag p50 / p99 ms", "delivered/s at 500/s",
+             "receiver capacity /s", "÷ capacity", "highest rate meeting p99 ≤ 250 ms", "window"])
 
 
 def main() -> int:
