@@ -30,7 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "appends": ("appends.py", [], ["--seconds", "5", "--warmup", "2", "--attempts", "1"]),
     "activation": ("activation.py", [], ["--repeat", "5"]),
     "runs": ("runs.py", [], ["--seconds", "5", "--warmup", "2", "--sequential-runs", "40", "--attempts", "1"]),
-    "streams": ("streams.py", [], ["--seconds", "4", "--warmup", "2", "--idle-hold", "5"]),
+    "streams": ("streams.py", [], ["--seconds", "4", "--warmup", "2", "--idle-hold", "16"]),   # > the 15 s keep-alive
     "rebuild": ("rebuild.py", [], ["--events", "50000", "--repeat", "1"]),
     "webhooks": ("webhooks.py", [], ["--seconds", "5"]),
     "soak": ("soak.py", [], ["--seconds", "60", "--warmup", "10"]),
