@@ -14,7 +14,7 @@ definition carries what is derived from it; a reader scans it top to bottom.)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -101,7 +101,12 @@ EVENT_TYPES: dict[str, type["Event"]] = {}      # every event type by class name
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event. A subclass registers itself under its class name: `type` in the log."""
+    """Base of every event. A subclass registers itself under its class name: `type` in the log.
+    `frames` names the SSE frames (and so the webhook event types) it can make, in their order;
+    service/streams/frames.py builds them, and delivers any thread.run.*, thread.run.step.* and
+    thread.message.* frame not built otherwise as the run, step or message object it names."""
+
+    frames: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -159,6 +164,7 @@ class AgentDeleted(Event):
 # --- thread-… streams --------------------------------------------------------------------------
 
 class ThreadCreated(Event):
+    frames = ("thread.created",)
     thread_id: str
     project: str
     created_at: int
@@ -170,6 +176,7 @@ class ThreadCreated(Event):
 
 
 class ThreadUpdated(Event):
+    frames = ("thread.updated",)
     thread_id: str
     metadata: dict[str, str] | UnsetType = UNSET
     tool_resources: JSON | UnsetType = UNSET
@@ -179,6 +186,7 @@ class ThreadUpdated(Event):
 
 
 class ThreadDeleted(Event):
+    frames = ("thread.deleted",)
     thread_id: str
 
     def describe(self) -> str:
@@ -187,12 +195,14 @@ class ThreadDeleted(Event):
 
 class ThreadErased(Event):
     """The thread's content key was destroyed: its words are gone from the log for good."""
+    frames = ("thread.erased",)
     thread_id: str
     erased_at: int
     reason: str = "erasure request"
 
 
 class MessageCreated(Event):
+    frames = ("thread.message.created", "thread.message.in_progress", "thread.message.completed")
     message_id: str
     thread_id: str
     created_at: int
@@ -212,6 +222,7 @@ class MessageCreated(Event):
 
 class MessageTextAppended(Event):
     """Text a model produced for an in-progress message (tokens, gathered for a few milliseconds)."""
+    frames = ("thread.message.delta",)
     message_id: str
     run_id: str
     index: int          # the content part the text belongs to
@@ -222,6 +233,7 @@ class MessageTextAppended(Event):
 
 
 class MessageCompleted(Event):
+    frames = ("thread.message.completed",)
     message_id: str
     completed_at: int
     content: list[ContentPart]
@@ -231,6 +243,7 @@ class MessageCompleted(Event):
 
 
 class MessageIncomplete(Event):
+    frames = ("thread.message.incomplete",)
     message_id: str
     incomplete_at: int
     reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired", "run_failed"]
@@ -241,6 +254,7 @@ class MessageIncomplete(Event):
 
 
 class MessageUpdated(Event):
+    frames = ("thread.message.updated",)
     message_id: str
     metadata: dict[str, str]
 
@@ -249,6 +263,7 @@ class MessageUpdated(Event):
 
 
 class MessageDeleted(Event):
+    frames = ("thread.message.deleted",)
     message_id: str
 
     def describe(self) -> str:
@@ -279,6 +294,7 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class RunCreated(Event, RunSettings):
     """A run, queued, with its effective settings."""
+    frames = ("thread.run.created", "thread.run.queued")
     run_id: str
     thread_id: str
     created_at: int
@@ -290,6 +306,7 @@ class RunCreated(Event, RunSettings):
 
 class RunStarted(Event):
     """queued → in_progress, by the process that holds the run's lease."""
+    frames = ("thread.run.in_progress",)
     run_id: str
     started_at: int
 
@@ -299,6 +316,7 @@ class RunStarted(Event):
 
 class RunRequeued(Event):
     """in_progress → queued: the process executing it stopped; another will redo the current turn."""
+    frames = ("thread.run.queued",)
     run_id: str
     at: int
     reason: str
@@ -308,6 +326,7 @@ class RunRequeued(Event):
 
 
 class RunStepCreated(Event):
+    frames = ("thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.delta")
     step_id: str
     run_id: str
     created_at: int
@@ -325,6 +344,7 @@ class RunStepCreated(Event):
 
 
 class RunStepCompleted(Event):
+    frames = ("thread.run.step.completed",)
     step_id: str
     run_id: str
     completed_at: int
@@ -336,6 +356,7 @@ class RunStepCompleted(Event):
 
 class RunStepEnded(Event):
     """An open step ended with its run."""
+    frames = ("thread.run.step.failed", "thread.run.step.cancelled", "thread.run.step.expired")
     step_id: str
     run_id: str
     at: int
@@ -349,6 +370,7 @@ class RunStepEnded(Event):
 class ToolCallArgumentsAppended(Event):
     """A piece of a tool call the model is writing into an open tool_calls step (gathered for a few
     milliseconds). A call's first piece names it: its id and function name."""
+    frames = ("thread.run.step.delta",)
     run_id: str
     step_id: str
     index: int                      # the call's place in the step
@@ -362,6 +384,7 @@ class ToolCallArgumentsAppended(Event):
 
 
 class RunRequiredAction(Event):
+    frames = ("thread.run.step.delta", "thread.run.requires_action")
     run_id: str
     step_id: str
     tool_calls: list[ToolCall]      # the calls the client must answer
@@ -376,6 +399,7 @@ class RunRequiredAction(Event):
 
 class ToolOutputsSubmitted(Event):
     """requires_action → queued; the tool_calls step completes with the outputs filled in."""
+    frames = ("thread.run.step.completed", "thread.run.queued")
     run_id: str
     step_id: str
     submitted_at: int
@@ -389,6 +413,7 @@ class ToolOutputsSubmitted(Event):
 
 class ToolCallsExecuted(Event):
     """The server ran every call of the step itself: the step completes and the run goes on."""
+    frames = ("thread.run.step.delta", "thread.run.step.completed")
     run_id: str
     step_id: str
     completed_at: int
@@ -400,6 +425,7 @@ class ToolCallsExecuted(Event):
 
 
 class RunUpdated(Event):
+    frames = ("thread.run.updated",)
     run_id: str
     metadata: dict[str, str]
 
@@ -408,6 +434,7 @@ class RunUpdated(Event):
 
 
 class RunCancelling(Event):
+    frames = ("thread.run.cancelling",)
     run_id: str
     at: int
 
@@ -416,6 +443,7 @@ class RunCancelling(Event):
 
 
 class RunCompleted(Event):
+    frames = ("thread.run.completed",)
     run_id: str
     completed_at: int
     usage: JSON
@@ -425,6 +453,7 @@ class RunCompleted(Event):
 
 
 class RunIncomplete(Event):
+    frames = ("thread.run.incomplete",)
     run_id: str
     at: int
     reason: Literal["max_completion_tokens", "max_prompt_tokens"]
@@ -435,6 +464,7 @@ class RunIncomplete(Event):
 
 
 class RunFailed(Event):
+    frames = ("thread.run.failed",)
     run_id: str
     failed_at: int
     last_error: JSON                # {"code": server_error|rate_limit_exceeded|invalid_prompt, "message"}
@@ -445,6 +475,7 @@ class RunFailed(Event):
 
 
 class RunCancelled(Event):
+    frames = ("thread.run.cancelled",)
     run_id: str
     cancelled_at: int
     usage: JSON | None = None
@@ -454,6 +485,7 @@ class RunCancelled(Event):
 
 
 class RunExpired(Event):
+    frames = ("thread.run.expired",)
     run_id: str
     expired_at: int
     usage: JSON | None = None

@@ -17,21 +17,15 @@ import msgspec
 
 from events.store import RecordedEvent
 from events.types import (
-    Event, MessageCompleted, MessageCreated, MessageDeleted, MessageIncomplete, MessageTextAppended,
-    MessageUpdated, RunCancelled, RunCancelling, RunCompleted, RunCreated, RunExpired, RunFailed,
-    RunIncomplete, RunRequeued, RunRequiredAction, RunStarted, RunStepCompleted, RunStepCreated,
-    RunStepEnded, RunUpdated, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCallArgumentsAppended,
-    ToolCall, ToolCallsExecuted, ToolOutputsSubmitted,
+    Event, MessageCreated, MessageDeleted, MessageTextAppended, RunCreated, RunRequiredAction, RunStepCreated,
+    RunStepEnded,
+    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCall, ToolCallArgumentsAppended, ToolCallsExecuted,
 )
 from projections.memory import ThreadModels
 from projections.objects import thread_from
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 _encoder = msgspec.json.Encoder()
-_RUN_EVENT_NAMES = {RunCompleted: "completed", RunIncomplete: "incomplete", RunFailed: "failed",
-                    RunCancelled: "cancelled", RunExpired: "expired", RunCancelling: "cancelling",
-                    RunStarted: "in_progress", RunRequeued: "queued", RunRequiredAction: "requires_action"}
-
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -146,9 +140,6 @@ class FrameView:
                 return [("thread.erased", {"id": e.thread_id, "object": "thread.erased", "erased_at": e.erased_at})]
             case ThreadDeleted():
                 return [("thread.deleted", {"id": e.thread_id, "object": "thread.deleted", "deleted": True})]
-            case RunCreated():
-                run = self._run(e.run_id)
-                return [("thread.run.created", run), ("thread.run.queued", run)]
             case RunStepCreated():
                 step = self.steps[e.step_id]
                 if e.type == "tool_calls" and e.tool_calls:     # calls given whole (older logs)
@@ -167,36 +158,34 @@ class FrameView:
             case MessageTextAppended():
                 return [("thread.message.delta", {"id": e.message_id, "object": "thread.message.delta", "delta": {
                     "content": [{"index": e.index, "type": "text", "text": {"value": e.text, "annotations": []}}]}})]
-            case MessageCompleted():
-                return [("thread.message.completed", self.messages.get(e.message_id) or {"id": e.message_id})]
-            case MessageIncomplete():
-                return [("thread.message.incomplete", self.messages.get(e.message_id) or {"id": e.message_id})]
-            case MessageUpdated():
-                return [("thread.message.updated", self.messages.get(e.message_id) or {"id": e.message_id})]
             case MessageDeleted():
                 return [("thread.message.deleted", {"id": e.message_id, "object": "thread.message.deleted",
                                                     "deleted": True})]
-            case RunStepCompleted():
-                return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id})]
             case RunStepEnded():
                 return [(f"thread.run.step.{e.status}", self.steps.get(e.step_id) or {"id": e.step_id})]
             case RunRequiredAction(step_calls=step_calls) if step_calls:
                 # The calls the server ran were not streamed as the model wrote them: they come now.
                 waiting = {c.id for c in e.tool_calls}
                 ran = [(i, c) for i, c in enumerate(step_calls) if c.id not in waiting]
-                return [_calls_delta(e.step_id, ran), ("thread.run.requires_action", self._run(e.run_id))]
+                return [_calls_delta(e.step_id, ran), *self._objects(e)]
             case ToolCallsExecuted():
-                return [_calls_delta(e.step_id, list(enumerate(e.tool_calls))),
-                        ("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id})]
-            case ToolOutputsSubmitted():
-                return [("thread.run.step.completed", self.steps.get(e.step_id) or {"id": e.step_id}),
-                        ("thread.run.queued", self._run(e.run_id))]
-            case RunUpdated():
-                return [("thread.run.updated", self._run(e.run_id))]
-        status = _RUN_EVENT_NAMES.get(type(e))
-        if status is not None:
-            return [(f"thread.run.{status}", self._run(e.run_id))]
-        return []
+                return [_calls_delta(e.step_id, list(enumerate(e.tool_calls))), *self._objects(e)]
+        return self._objects(e)
+
+    def _objects(self, e: Event) -> list[tuple[str, Any]]:
+        """The frames an event declares, each with the run, step or message it names (deltas are
+        built above: they carry what changed, not the object)."""
+        out: list[tuple[str, Any]] = []
+        for name in e.frames:
+            if name.endswith(".delta"):
+                continue
+            if name.startswith("thread.run.step."):
+                out.append((name, self.steps.get(e.step_id) or {"id": e.step_id}))
+            elif name.startswith("thread.run."):
+                out.append((name, self._run(e.run_id)))
+            elif name.startswith("thread.message."):
+                out.append((name, self.messages.get(e.message_id) or {"id": e.message_id}))
+        return out
 
     def _run(self, run_id: str) -> dict:
         run = self.runs.get(run_id) or {"id": run_id}

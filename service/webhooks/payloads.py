@@ -15,20 +15,15 @@ from typing import Sequence
 import msgspec
 
 from events.store import RecordedEvent
+from events.types import EVENT_TYPES as LOG_EVENT_TYPES
 from events.types import ThreadCreated
 from projections import queries
 from service.streams.frames import FrameView
 
-EVENT_TYPES: tuple[str, ...] = (
-    "thread.created", "thread.updated", "thread.deleted", "thread.erased",
-    "thread.run.created", "thread.run.queued", "thread.run.in_progress", "thread.run.requires_action",
-    "thread.run.cancelling", "thread.run.cancelled", "thread.run.completed", "thread.run.incomplete",
-    "thread.run.failed", "thread.run.expired", "thread.run.updated",
-    "thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.completed",
-    "thread.run.step.failed", "thread.run.step.cancelled", "thread.run.step.expired",
-    "thread.message.created", "thread.message.in_progress", "thread.message.completed",
-    "thread.message.incomplete", "thread.message.updated", "thread.message.deleted",
-)
+# Every frame an event type declares (events/types.py `frames`), deltas aside: a webhook consumer
+# gets objects, not pieces of them.
+EVENT_TYPES: tuple[str, ...] = tuple(dict.fromkeys(
+    name for cls in LOG_EVENT_TYPES.values() for name in cls.frames if not name.endswith(".delta")))
 _DELIVERABLE = frozenset(EVENT_TYPES)
 _SEQ_SLOTS = 8          # webhook events one log event can make, at most (RunStepCreated makes 3)
 _encoder = msgspec.json.Encoder()
