@@ -18,8 +18,8 @@ import msgspec
 from events.store import RecordedEvent
 from events.types import (
     Event, MessageCreated, MessageDeleted, MessageTextAppended, RunCreated, RunRequiredAction, RunStepCreated,
-    RunStepEnded,
-    ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCall, ToolCallArgumentsAppended, ToolCallsExecuted,
+    RunStepEnded, ThreadCreated, ThreadDeleted, ThreadErased, ThreadUpdated, ToolCall, ToolCallArgumentsAppended,
+    ToolCallsExecuted,
 )
 from projections.memory import ThreadModels
 from projections.objects import thread_from
