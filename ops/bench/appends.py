@@ -541,17 +541,15 @@ class AppendsBench(Bench):
             f"`steal` (taken by the hypervisor), `machine` (all of it; max {100 * (os.cpu_count() or 1)}%). A phase whose "
             f"window had `other` + `steal` > {a.max_other:g}% is measured again (≤ {a.attempts} windows) and the quietest window is kept; "
             f"windows used: (a) {plain.get('attempts', 1)}, Threadline {tl.get('attempts', 1)}, (b) {raw.get('attempts', 1)}.\n")
-        for n in self.notes:
-            setup += f"- Note: {n}\n"
-        machine = (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {m['date']}; "
-                   f"code: {m['code']}.")
+        setup += self.notes_text()
+        machine = self.machine_line(m)
         text = ("\n" + table + "\n" + detail + "\n" + setup + "\n" + machine + "\n"
                 + f"\nRatios: Threadline/(a) = {r_plain:.2f} (target ≥ {TARGET_VS_PLAIN:.2f}), "
                   f"Threadline/(b) = {r_raw:.2f} (target ≥ {TARGET_VS_RAW:.2f}), "
                   f"p99 = {tl['p99_ms']:.1f} ms (target ≤ {TARGET_P99_MS:g} ms)")
-        history = (f"| {m['date']} | {m['code']} | {m['nproc']} × {m['cpu']} | {tl['rate']:,.0f} | {tl['p50_ms']:.1f} | "
-                   f"{tl['p99_ms']:.1f} | {plain['rate']:,.0f} | {raw['rate']:,.0f} | {r_plain:.2f} | {r_raw:.2f} | "
-                   f"{a.seconds:g} s |\n")
+        history = self.history_row(m, f"{tl['rate']:,.0f} | {tl['p50_ms']:.1f} | {tl['p99_ms']:.1f} | "
+                                      f"{plain['rate']:,.0f} | {raw['rate']:,.0f} | {r_plain:.2f} | {r_raw:.2f} | "
+                                      f"{a.seconds:g} s")
         return {"table": table, "detail": detail, "setup": setup, "machine": machine, "text": text,
                 "history": history}
 

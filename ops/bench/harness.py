@@ -67,6 +67,22 @@ class Bench:
         # our temp directory), so that this one runs after it: exit hooks run last-in, first-out.
         atexit.register(self.remove_tmp)
 
+    # -- reporting ----------------------------------------------------------------------------------
+
+    def notes_text(self) -> str:
+        """The notes a run collected, as lines of its setup list."""
+        return "".join(f"- Note: {n}\n" for n in self.notes)
+
+    @staticmethod
+    def machine_line(m: dict) -> str:
+        return (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {m['date']}; "
+                f"code: {m['code']}.")
+
+    @staticmethod
+    def history_row(m: dict, cells: str) -> str:
+        """A row of a section's history: when, which code, which machine, then the benchmark's cells."""
+        return f"| {m['date']} | {m['code']} | {m['nproc']} × {m['cpu']} | {cells} |\n"
+
     def remove_tmp(self) -> None:
         if not self.args.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)

@@ -528,17 +528,15 @@ class RunsBench(Bench):
             f"{cpu(seq['cpu'])}. `other` is anything else on this shared machine (noise); `steal` is taken by the "
             f"hypervisor. Windows used for (1): {tput.get('attempts', 1)} (measured again when other work and steal "
             f"took more than {a.max_other:g}%).\n")
-        for n in self.notes:
-            setup += f"- Note: {n}\n"
-        machine = (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {m['date']}; "
-                   f"code: {m['code']}.")
+        setup += self.notes_text()
+        machine = self.machine_line(m)
         text = ("\n" + table + "\n" + detail + "\n" + setup + "\n" + machine + "\n"
                 + f"\nruns/s = {tput['rate']:,.1f}; sequential service latency p50/p99: 10-message "
                   f"{sh['p50_ms']:.1f}/{sh['p99_ms']:.1f} ms, {a.deep_messages:,}-message {dp['p50_ms']:.1f}/"
                   f"{dp['p99_ms']:.1f} ms; deep ÷ shallow = {r50:.2f} (p50), {r99:.2f} (p99)")
-        history = (f"| {m['date']} | {m['code']} | {m['nproc']} × {m['cpu']} | {tput['rate']:,.1f} | "
-                   f"{ts['p50_ms']:.1f} | {ts['p99_ms']:.1f} | {sh['p50_ms']:.1f} | {sh['p99_ms']:.1f} | "
-                   f"{dp['p50_ms']:.1f} | {dp['p99_ms']:.1f} | {r50:.2f} | {a.seconds:g} s, {a.sequential_runs} |\n")
+        history = self.history_row(m, f"{tput['rate']:,.1f} | {ts['p50_ms']:.1f} | {ts['p99_ms']:.1f} | "
+                                      f"{sh['p50_ms']:.1f} | {sh['p99_ms']:.1f} | {dp['p50_ms']:.1f} | "
+                                      f"{dp['p99_ms']:.1f} | {r50:.2f} | {a.seconds:g} s, {a.sequential_runs}")
         return {"table": table, "detail": detail, "setup": setup, "machine": machine, "text": text,
                 "history": history}
 

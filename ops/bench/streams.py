@@ -1163,22 +1163,18 @@ class StreamsBench(Bench):
             f"- CPU column: % of one core during the measured window (see ops/bench/appends.py): `other` is "
             f"anything else on this shared machine, `steal` is the hypervisor's. A window with other + steal > "
             f"{a.max_other:g}% is measured again (≤ {a.attempts} windows) and the quietest kept.\n")
-        for n in self.notes:
-            setup += f"- Note: {n}\n"
-        machine = (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {m['date']}; "
-                   f"code: {m['code']}.")
+        setup += self.notes_text()
+        machine = self.machine_line(m)
         text = ("\n" + table + "\n" + detail + "\n" + idle_detail + "\n" + setup + "\n" + machine + "\n")
 
         def g(mode, c, name, k, fmt="{:,.0f}"):
             r = runs.get((mode, c, name))
             return fmt.format(r[k]) if r else "—"
-        history = (f"| {m['date']} | {m['code']} | {m['nproc']} × {m['cpu']} | "
-                   + " | ".join(f"{g('paced', c, 'Threadline', 'rate')} / {g('paced', c, 'bare', 'rate')}"
-                                for c in CONCURRENCIES)
-                   + f" | {g('paced', 100, 'Threadline', 'ttfe_p99', '{:.1f}')} | "
-                   + (f"{ti['opened']:,} | {mib(ti['rss_held'])} | {ti['per_stream'] / 1024:.1f} KiB"
-                      if ti else "— | — | —")
-                   + f" | {a.seconds:g} s |\n")
+        paced = " | ".join(f"{g('paced', c, 'Threadline', 'rate')} / {g('paced', c, 'bare', 'rate')}"
+                           for c in CONCURRENCIES)
+        held = f"{ti['opened']:,} | {mib(ti['rss_held'])} | {ti['per_stream'] / 1024:.1f} KiB" if ti else "— | — | —"
+        history = self.history_row(m, f"{paced} | {g('paced', 100, 'Threadline', 'ttfe_p99', '{:.1f}')} | {held} | "
+                                      f"{a.seconds:g} s")
         return {"table": table, "detail": detail, "idle": idle_detail, "setup": setup, "machine": machine,
                 "text": text, "history": history}
 

@@ -715,20 +715,18 @@ class WebhooksBench(Bench):
             setup += (f"- At {', '.join(behind)} deliveries fell behind the appends (delivered/s below the "
                       f"expected rate): the backlog, and so the lag, grows for as long as the window lasts, so those "
                       f"lags say only that it did not keep up; delivered/s there is the webhook path's capacity.\n")
-        for n in self.notes:
-            setup += f"- Note: {n}\n"
-        machine = (f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; {m['date']}; "
-                   f"code: {m['code']}.")
+        setup += self.notes_text()
+        machine = self.machine_line(m)
         lo = rates.get(min(rates))
         text = ("\n" + table + "\n" + detail + "\n" + setup + "\n" + machine + "\n"
                 + f"\nlag p50/p99 at {tr}: {target['lag']['p50']:.1f}/{target['lag']['p99']:.1f} ms (target p99 ≤ "
                   f"{TARGET_P99_MS:g} ms); at {lo['rate']:g}/s: {lo['lag']['p50']:.1f}/{lo['lag']['p99']:.1f} ms; "
                   f"delivered {target['delivered_rate']:,.0f}/s; receiver capacity {baseline['rate']:,.0f}/s; "
                   f"highest rate meeting the target: {limit}")
-        history = (f"| {m['date']} | {m['code']} | {m['nproc']} × {m['cpu']} | {lo['rate']:g}/s: "
-                   f"{lo['lag']['p50']:.1f} / {lo['lag']['p99']:.1f} | {target['lag']['p50']:.1f} / "
-                   f"{target['lag']['p99']:.1f} | {target['delivered_rate']:,.0f} | {baseline['rate']:,.0f} | "
-                   f"{ratio:.2f} | {limit} | {a.seconds:g} s |\n")
+        history = self.history_row(m, f"{lo['rate']:g}/s: {lo['lag']['p50']:.1f} / {lo['lag']['p99']:.1f} | "
+                                      f"{target['lag']['p50']:.1f} / {target['lag']['p99']:.1f} | "
+                                      f"{target['delivered_rate']:,.0f} | {baseline['rate']:,.0f} | {ratio:.2f} | "
+                                      f"{limit} | {a.seconds:g} s")
         return {"table": table, "detail": detail, "setup": setup, "machine": machine, "text": text,
                 "history": history}
 
