@@ -257,7 +257,10 @@ async def test_a_cursor_naming_another_tenants_object_pages_like_an_unknown_id(c
                  {m["id"] for m in (await client.ok("GET", f"/threads/{mine}/messages", params={"limit": "100"}))["data"]}]
     assert len(strangers) == 4
     for cursor in strangers:
-        unknown = cursor[:-1] + ("a" if cursor[-1] != "a" else "b")     # no object has this id
+        # No object has this id, and none sorts between it and the cursor (ids have one length, so
+        # the cursor followed by anything sits right after the cursor; a changed last character
+        # could skip over the next id made in the same millisecond).
+        unknown = cursor + "0"
         for params in ({"after": cursor}, {"before": cursor}, {"after": cursor, "order": "asc"},
                        {"before": cursor, "order": "asc", "limit": "2"}):
             seen = await client.ok("GET", f"/threads/{mine}/messages", params=params)
