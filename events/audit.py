@@ -1,6 +1,6 @@
 """Reading the log for audit: verify the hash chains, list a stream's raw events.
 
-The chain (events/sql/0010_hash_chain.sql) is recomputed here from the rows alone, independently of
+The chain (events/sql/functions/event_hash.sql) is recomputed here from the rows alone, independently of
 the database function that wrote it: an edited row breaks its own link, a deleted row leaves a gap
 in the versions, and a reordered or replaced row breaks the link of the event after it.
 """
