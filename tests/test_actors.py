@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 import time
 
 import aiohttp
@@ -35,13 +36,22 @@ def create(thread_id: str, messages=()) -> thread.CreateThread:
     return thread.CreateThread(project=P, at=1, messages=list(messages))
 
 
+@asynccontextmanager
+async def actors(db, **options):
+    """A registry of thread actors over its own store, closed after use."""
+    store = EventStore(db, SERVICE_PROJECTIONS)
+    reg = ActorRegistry(store, db, **options)
+    try:
+        yield reg
+    finally:
+        await reg.close()
+        await store.close()
+
+
 @pytest.fixture
 async def registry(db):
-    store = EventStore(db, SERVICE_PROJECTIONS)
-    reg = ActorRegistry(store, db)
-    yield reg
-    await reg.close()
-    await store.close()
+    async with actors(db) as reg:
+        yield reg
 
 
 async def wait_until(predicate, timeout: float = 10.0):
@@ -62,49 +72,34 @@ async def test_commands_for_one_thread_run_one_at_a_time_in_arrival_order(regist
 
 
 async def test_idle_actors_are_passivated_and_come_back_with_their_state(db):
-    store = EventStore(db, SERVICE_PROJECTIONS)
-    reg = ActorRegistry(store, db, idle_timeout=0.05)
-    try:
+    async with actors(db, idle_timeout=0.05) as reg:
         tid = new_id("thread_")
         await reg.ask(tid, create(tid, [message(tid, "a")]))
         assert len(reg) == 1
         await wait_until(lambda: len(reg) == 0)
         state, _ = await reg.ask(tid, add(tid, "b"))
         assert (state.version, state.message_count) == (3, 2)
-    finally:
-        await reg.close()
-        await store.close()
 
 
 async def test_a_thread_is_forgotten_when_its_actor_goes_or_it_is_deleted(db):
     """What caches of a thread's content hear: they must not outlive the actor, nor a deletion."""
-    store = EventStore(db, SERVICE_PROJECTIONS)
-    reg = ActorRegistry(store, db, max_actors=1)
-    forgotten: list[str] = []
-    reg.on_forget(forgotten.append)
-    try:
+    async with actors(db, max_actors=1) as reg:
+        forgotten: list[str] = []
+        reg.on_forget(forgotten.append)
         first, second = new_id("thread_"), new_id("thread_")
         await reg.ask(first, create(first))
         await reg.ask(second, create(second))         # one actor at most: the first one's goes
         assert forgotten == [first]
         await reg.ask(second, thread.DeleteThread(P))
         assert forgotten == [first, second]
-    finally:
-        await reg.close()
-        await store.close()
 
 
 async def test_the_number_of_live_actors_is_bounded(db):
-    store = EventStore(db, SERVICE_PROJECTIONS)
-    reg = ActorRegistry(store, db, max_actors=3)
-    try:
+    async with actors(db, max_actors=3) as reg:
         for _ in range(10):
             tid = new_id("thread_")
             await reg.ask(tid, create(tid))
             assert len(reg) <= 3
-    finally:
-        await reg.close()
-        await store.close()
 
 
 async def test_two_registries_on_one_database_never_corrupt_a_thread(database_url, db):

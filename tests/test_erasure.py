@@ -4,6 +4,7 @@ hash chain still verifies."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 import uuid
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -30,13 +31,21 @@ async def every_stored_text(pool) -> str:
     return "\n".join(out)
 
 
+@asynccontextmanager
+async def serving(url: str, **settings):
+    """The service in-process on its own database, stopped after use."""
+    http = TestClient(TestServer(create_app(make_config(**settings), url)))
+    await http.start_server()
+    try:
+        yield http
+    finally:
+        await http.close()
+
+
 async def test_erasure_leaves_no_byte_of_the_thread_and_the_chain_verifies(own_database, tmp_path):
     url, pool = own_database
     secret = f"secret-{uuid.uuid4().hex}"
-    app = create_app(make_config(), url)
-    http = TestClient(TestServer(app))
-    await http.start_server()
-    try:
+    async with serving(url) as http:
         api = Client(http, await new_key(pool, "erasure"))
         model = script(tmp_path, {"tool_calls": [{"name": "lookup", "arguments": {"q": secret + "-arg"}}]},
                        {"text": secret + "-reply"})
@@ -79,16 +88,11 @@ async def test_erasure_leaves_no_byte_of_the_thread_and_the_chain_verifies(own_d
         assert (await audit.verify(pool)).ok
         again = await api.ok("POST", f"/threads/{tid}/erase")          # idempotent
         assert again["erased"]
-    finally:
-        await http.close()
 
 
 async def test_retention_erases_threads_idle_for_too_long(own_database):
     url, pool = own_database
-    app = create_app(make_config(retention_days=1e-6, retention_sweep_seconds=0.2), url)   # ~0.1 s
-    http = TestClient(TestServer(app))
-    await http.start_server()
-    try:
+    async with serving(url, retention_days=1e-6, retention_sweep_seconds=0.2) as http:   # ~0.1 s
         api = Client(http, await new_key(pool, "retention"))
         upload = await api.upload(b"old file", "old.txt")
         thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": "old news",
@@ -102,17 +106,12 @@ async def test_retention_erases_threads_idle_for_too_long(own_database):
         assert (events[-1][0], events[-1][1]) == ("ThreadErased", "retention")
         # Its files go with it: the retention sweep deletes them just after the thread is erased.
         await until(lambda: gone(f"/files/{upload['id']}"), "retention to delete the thread's file", timeout=10)
-    finally:
-        await http.close()
 
 
 async def test_threadline_erase_from_the_command_line(own_database):
     url, pool = own_database
     secret = f"cli-secret-{uuid.uuid4().hex}"
-    app = create_app(make_config(), url)
-    http = TestClient(TestServer(app))
-    await http.start_server()
-    try:
+    async with serving(url) as http:
         api = Client(http, await new_key(pool, "erasure-cli"))
         thread = await api.ok("POST", "/threads", {"messages": [{"role": "user", "content": secret}]})
         assert secret in await every_stored_text(pool)
@@ -123,5 +122,3 @@ async def test_threadline_erase_from_the_command_line(own_database):
         assert (await audit.verify(pool, f"thread-{thread['id']}")).ok
         missing = await asyncio.to_thread(cli, url, "erase", "thread_nope")
         assert missing.returncode != 0 and "no thread thread_nope" in missing.stderr
-    finally:
-        await http.close()
