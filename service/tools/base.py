@@ -64,9 +64,6 @@ class Tool(Protocol):
     def pending(self, call: ModelCall) -> ToolCall:
         """The call as its step shows it before it has an output."""
 
-    def answered(self, call: ToolCall, output: str) -> ToolCall:
-        """A client-run call with the output the client submitted."""
-
     async def execute(self, call: ModelCall, context: ToolContext) -> ToolCall:
         """A server-run call, done: the call with its result (ToolFailed if it cannot be done)."""
 

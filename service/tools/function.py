@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-import msgspec
-
 from events.types import FunctionCall, FunctionCallBody, ToolCall
 from service.domain.errors import InvalidRequest
 from service.tools.base import JSON, ModelCall, ToolContext
@@ -39,9 +37,6 @@ class FunctionTool:
 
     def pending(self, call: ModelCall) -> ToolCall:
         return FunctionCall(id=call.id, function=FunctionCallBody(name=call.name, arguments=call.arguments))
-
-    def answered(self, call: ToolCall, output: str) -> ToolCall:
-        return msgspec.structs.replace(call, function=msgspec.structs.replace(call.function, output=output))
 
     async def execute(self, call: ModelCall, context: ToolContext) -> ToolCall:
         raise TypeError("function tools are run by the client")

@@ -91,9 +91,6 @@ class ToolRuntime:
         except asyncio.TimeoutError:
             raise ToolFailed(f"{tool.type} did not finish within {self.execute_timeout:g} s.") from None
 
-    def answered(self, call: ToolCall, output: str) -> ToolCall:
-        return self.tools.get(call.type, self._client).answered(call, output)
-
     def replay(self, calls: list[ToolCall]) -> list[JSON]:
         """A finished round as the chat messages that show it to the model: the assistant's calls,
         then one tool message with each output."""
