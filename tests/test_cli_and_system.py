@@ -157,6 +157,15 @@ def test_every_setting_is_read_from_the_variable_the_readme_names():
     assert Config.from_env({"THREADLINE_MAX_TOOL_ROUNDS": ""}).max_tool_rounds == 20    # empty: the default
 
 
+def test_only_the_configuration_reads_the_environment():
+    """Settings are read in one place (service/config.py), so each is listed, typed and checked at start."""
+    import re
+    reads = re.compile(r"os\.environ|os\.getenv|getenv\(")
+    offenders = [str(p.relative_to(ROOT)) for top in ("service", "events", "projections") for p in (ROOT / top).rglob("*.py")
+                 if p.name != "config.py" and reads.search(p.read_text())]
+    assert offenders == []
+
+
 def test_tracing_is_on_only_when_the_standard_variables_send_spans_somewhere():
     from service.config import Config, ConfigError
     assert not Config.from_env({}).tracing
@@ -259,6 +268,9 @@ async def test_health_openapi_and_reference_page(app_client):
     assert spec["openapi"].startswith("3.1")
     for route in ROUTES:
         assert route.method.lower() in spec["paths"][route.path]
+    # Every operation has its own id (clients generated from the document name methods by them).
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and "getAssistant" in ids and "listThreads" in ids
     # Every schema reference resolves.
     text = await resp.text()
     import re

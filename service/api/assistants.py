@@ -30,7 +30,7 @@ async def create_assistant(request: web.Request, body: CreateAssistantRequest) -
     return json_ok(assistant_from(recorded[0].event))
 
 
-list_assistants = project_page(queries.list_agents)
+list_assistants = project_page("assistants", queries.list_agents)
 get_assistant = project_object("assistant", "assistant_id", queries.get_agent)
 
 

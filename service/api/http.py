@@ -144,14 +144,16 @@ def project_object(kind: str, id_param: str, query: Callable[..., Awaitable[str 
         if data is None:
             raise not_found(kind, object_id)
         return raw_ok(data)
+    get.__name__ = f"get_{kind}"      # the OpenAPI document's operationId: getAssistant
     return get
 
 
-def project_page(query: Callable[..., Awaitable[Any]]) -> Handler:
-    """GET of a page of the caller's project's objects of one kind."""
+def project_page(kinds: str, query: Callable[..., Awaitable[Any]]) -> Handler:
+    """GET of a page of the caller's project's objects of one kind (`kinds`: its plural)."""
     async def list_page(request: web.Request) -> web.Response:
         page = await query(services(request).db, ctx_of(request).project, page_request(request))
         return raw_ok(page.to_json())
+    list_page.__name__ = f"list_{kinds}"
     return list_page
 
 

@@ -28,7 +28,7 @@ async def create_thread(request: web.Request, body: CreateThreadRequest) -> web.
     return json_ok(thread_from(recorded[0].event))
 
 
-list_threads = project_page(queries.list_threads)
+list_threads = project_page("threads", queries.list_threads)
 
 
 async def get_thread(request: web.Request) -> web.Response:

@@ -82,7 +82,7 @@ async def create_webhook(request: web.Request, body: CreateWebhookRequest) -> we
     return _with_secret(data, secret)
 
 
-list_webhooks = project_page(store.list_page)
+list_webhooks = project_page("webhooks", store.list_page)
 get_webhook = project_object("webhook", "webhook_id", store.get)
 
 

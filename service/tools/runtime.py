@@ -18,9 +18,6 @@ from service.domain.errors import InvalidRequest
 from service.tools.base import JSON, ModelCall, Tool, ToolContext, ToolFailed
 from service.tools.function import FunctionTool
 
-_tool_call = msgspec.convert
-
-
 @dataclass
 class Offer:
     """What one run offers the model: chat-completions tools, and which tool answers each name."""
@@ -103,7 +100,7 @@ class ToolRuntime:
     @staticmethod
     def call_of(stored: JSON) -> ToolCall:
         """A call as a step's stored JSON holds it."""
-        return _tool_call(stored, ToolCall)
+        return msgspec.convert(stored, ToolCall)
 
 
 def default_runtime() -> ToolRuntime:

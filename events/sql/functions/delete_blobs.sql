@@ -5,9 +5,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
-    IF json_array_length(_blob_ids) = 0 THEN
-        RETURN 0;
-    END IF;
     DELETE FROM blob_chunks WHERE blob_id IN (SELECT json_array_elements_text(_blob_ids));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
